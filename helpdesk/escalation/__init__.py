@@ -1,0 +1,1 @@
+"""Escalation: triggers, follow-the-sun manager choice, briefings."""

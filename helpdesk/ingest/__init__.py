@@ -1,0 +1,1 @@
+"""Inbound mail: sources, parsing, classification and the per-message pipeline."""

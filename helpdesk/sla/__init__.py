@@ -1,0 +1,1 @@
+"""Service levels: policy, business calendar, deadline maths and the SLA tick."""
