@@ -1,0 +1,518 @@
+"""Typed, frozen settings loaded once from TOML plus the environment.
+
+Precedence: ``--config PATH``, else ``$HELPDESK_CONFIG``, else
+``config/helpdesk.toml``. Any key can be overridden with
+``HELPDESK_<SECTION>__<KEY>`` (``HELPDESK_INBOUND__PASSWORD`` is the first
+inbound source; ``HELPDESK_INBOUND_2__PASSWORD`` the second), which is how
+passwords and the token secret are given. Every validation error names the
+key and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from helpdesk.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config/helpdesk.toml")
+SECRET_KEYS = frozenset({"password", "secret"})
+MASK = "********"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class HelpdeskSettings:
+    name: str = "Example Support"
+    support_address: str = "support@example.test"
+    escalation_address: str = "escalations@example.test"
+    reference_prefix: str = "HD"
+    staff: tuple[str, ...] = ()
+    team_address: str = "team@example.test"
+    note_address: str = ""  # default: support+note@<support domain>
+    billing_address: str = ""
+    timezone: str = "Europe/London"
+    secret: str = ""  # HMAC key for reply tokens; HELPDESK_HELPDESK__SECRET
+    instance: str = ""  # loop-header value; default: the support address
+    authserv_id: str = ""  # our receiving MTA's Authentication-Results id
+    trust_staff_from: bool = False
+    max_message_size: int = 25 * 1024 * 1024
+    reopen_window_days: int = 30
+    log_format: str = "kv"  # kv | json
+    log_level: str = "INFO"
+
+    @property
+    def support_domain(self) -> str:
+        return self.support_address.rpartition("@")[2]
+
+    @property
+    def effective_note_address(self) -> str:
+        if self.note_address:
+            return self.note_address
+        local, _, domain = self.support_address.rpartition("@")
+        return f"{local}+note@{domain}"
+
+    @property
+    def loop_value(self) -> str:
+        return self.instance or self.support_address
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite:///var/helpdesk.db"
+    auto_upgrade: bool | None = None  # None: yes for SQLite, no elsewhere
+    echo: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    @property
+    def upgrades_itself(self) -> bool:
+        return self.is_sqlite if self.auto_upgrade is None else self.auto_upgrade
+
+
+@dataclass(frozen=True)
+class InboundSettings:
+    kind: str = "maildir"  # imap | maildir
+    name: str = ""
+    host: str = "127.0.0.1"
+    port: int = 993
+    security: str = "tls"  # tls | starttls | none
+    username: str = ""
+    password: str = ""
+    mailbox: str = "INBOX"
+    processed_mailbox: str = "Processed"
+    quarantine_mailbox: str = "Quarantine"
+    acknowledge: str = "move"  # move | seen
+    idle: bool = True
+    poll_interval: float = 60.0
+    batch_size: int = 200
+    timeout: float = 30.0
+    max_fetch_bytes: int = 0  # 0: helpdesk.max_message_size plus headroom
+    path: str = "var/mail"
+
+    @property
+    def source_key(self) -> str:
+        """A stable identity for idempotency keys (not the display name)."""
+        if self.kind == "imap":
+            return f"imap:{self.username}@{self.host}:{self.port}/{self.mailbox}"
+        return f"maildir:{self.path}"
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    kind: str = "maildir"  # smtp | maildir
+    host: str = "127.0.0.1"
+    port: int = 587
+    security: str = "starttls"  # tls | starttls | none
+    username: str = ""
+    password: str = ""
+    timeout: float = 30.0
+    path: str = "var/sent"
+    max_attempts: int = 12
+    max_age_hours: float = 48.0
+    backoff_base: float = 30.0
+    backoff_max: float = 3600.0
+    in_flight: int = 10
+    poll_interval: float = 2.0
+    auto_per_hour: int = 5
+    auto_per_day: int = 20
+    undeliverable_days: int = 30
+
+
+@dataclass(frozen=True)
+class Range:
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class SlaSettings:
+    interval: float = 30.0
+    warning_share: float = 0.75
+    timezone: str = "Europe/London"
+    hours: tuple[tuple[str, tuple[Range, ...]], ...] = tuple(
+        (d, (Range(time(9, 0), time(17, 30)),)) for d in WEEKDAYS[:5]
+    )
+    bank_holidays: str = "GB-ENG"  # country[-subdivision] for `holidays`, or ""
+    closures: tuple[str, ...] = ()  # extra closed dates, YYYY-MM-DD
+    default_plan: str = "standard"
+    breach_notify_client: bool = False
+    late_grace_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class CustomerSettings:
+    name: str
+    domains: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+    plan: str = "standard"
+    region: str = ""
+    team_address: str = ""
+
+
+@dataclass(frozen=True)
+class ManagerSettings:
+    name: str
+    address: str
+    region: str
+    timezone: str
+    days: tuple[str, ...] = WEEKDAYS[:5]
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+
+
+@dataclass(frozen=True)
+class EscalationSettings:
+    markers: tuple[str, ...] = (
+        "[ESCALATE]",
+        "[ESCALATION]",
+        "ESCALATION:",
+        "Escalate:",
+        "URGENT ESCALATION",
+    )
+    window_hours: float = 4.0
+    raise_priority: bool = True
+    review_minutes: float = 60.0
+    auto_on_breach: bool = False
+    managers: tuple[ManagerSettings, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    helpdesk: HelpdeskSettings = field(default_factory=HelpdeskSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    inbound: tuple[InboundSettings, ...] = (InboundSettings(),)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    sla: SlaSettings = field(default_factory=SlaSettings)
+    customers: tuple[CustomerSettings, ...] = ()
+    escalation: EscalationSettings = field(default_factory=EscalationSettings)
+    templates: tuple[tuple[str, str], ...] = ()  # purpose -> override path
+    source_path: str = ""
+
+    def template_override(self, purpose: str) -> str | None:
+        return dict(self.templates).get(purpose)
+
+
+def resolve_config_path(cli_path: str | None, env: Mapping[str, str]) -> Path:
+    if cli_path:
+        return Path(cli_path)
+    if env.get("HELPDESK_CONFIG"):
+        return Path(env["HELPDESK_CONFIG"])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``path`` (None: defaults only), apply env overrides, validate."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file {str(path)!r} does not exist") from None
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {str(path)!r}: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("(file)", f"{path} is not valid TOML: {exc}") from None
+    data = apply_env_overrides(data, env)
+    settings = build_settings(data)
+    if path is not None:
+        settings = replace(settings, source_path=str(path))
+    validate(settings)
+    return settings
+
+
+def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Merge ``HELPDESK_<SECTION>__<KEY>`` variables into the parsed TOML."""
+    merged: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in data.items()}
+    for var, value in env.items():
+        if not var.startswith("HELPDESK_") or "__" not in var:
+            continue
+        section, _, key = var[len("HELPDESK_") :].partition("__")
+        section, key = section.lower(), key.lower()
+        if not section or not key:
+            continue
+        index = 0
+        base, _, suffix = section.rpartition("_")
+        if base and suffix.isdigit():
+            section, index = base, int(suffix) - 1
+        if section in ("inbound", "customers"):
+            items = merged.setdefault(section, [{}])
+            if not isinstance(items, list):
+                raise ConfigError(section, "must be an array of tables ([[...]])")
+            while len(items) <= index:
+                items.append({})
+            items[index] = {**items[index], key: _env_value(value)}
+        else:
+            table = merged.get(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(section, "must be a table")
+            merged[section] = {**table, key: _env_value(value)}
+    return merged
+
+
+def _env_value(value: str) -> Any:
+    """Environment strings typed like TOML scalars where they parse as such."""
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def build_settings(data: Mapping[str, Any]) -> Settings:
+    known = {"helpdesk", "database", "inbound", "outbound", "sla", "customers", "escalation",
+             "templates"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(key, f"unknown section; expected one of {sorted(known)}")
+    inbound_raw = data.get("inbound", [{}])
+    if isinstance(inbound_raw, dict):
+        inbound_raw = [inbound_raw]
+    if not isinstance(inbound_raw, list):
+        raise ConfigError("inbound", "must be an array of tables ([[inbound]])")
+    escalation_raw = dict(_table(data, "escalation"))
+    managers_raw = escalation_raw.pop("managers", [])
+    customers_raw = data.get("customers", [])
+    if not isinstance(customers_raw, list):
+        raise ConfigError("customers", "must be an array of tables ([[customers]])")
+    templates = _table(data, "templates")
+    for purpose, value in templates.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"templates.{purpose}", "must be a path string")
+    sla_raw = dict(_table(data, "sla"))
+    hours_raw = sla_raw.pop("hours", None)
+    sla = _build(SlaSettings, sla_raw, "sla")
+    if hours_raw is not None:
+        sla = replace(sla, hours=_hours(hours_raw))
+    return Settings(
+        helpdesk=_build(HelpdeskSettings, _table(data, "helpdesk"), "helpdesk"),
+        database=_build(DatabaseSettings, _table(data, "database"), "database"),
+        inbound=tuple(
+            _build(InboundSettings, item, f"inbound[{i}]") for i, item in enumerate(inbound_raw)
+        ),
+        outbound=_build(OutboundSettings, _table(data, "outbound"), "outbound"),
+        sla=sla,
+        customers=tuple(
+            _build(CustomerSettings, item, f"customers[{i}]")
+            for i, item in enumerate(customers_raw)
+        ),
+        escalation=replace(
+            _build(EscalationSettings, escalation_raw, "escalation"),
+            managers=tuple(
+                _build(ManagerSettings, m, f"escalation.managers[{i}]")
+                for i, m in enumerate(_list(managers_raw, "escalation.managers"))
+            ),
+        ),
+        templates=tuple(sorted((str(k), str(v)) for k, v in templates.items())),
+    )
+
+
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a table")
+    return value
+
+
+def _list(value: Any, key: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(key, "must be an array of tables")
+    return value
+
+
+def _hours(value: Any) -> tuple[tuple[str, tuple[Range, ...]], ...]:
+    if not isinstance(value, dict):
+        raise ConfigError("sla.hours", 'must be a table like { mon = ["09:00-17:30"] }')
+    out = []
+    for day, ranges in value.items():
+        if day not in WEEKDAYS:
+            raise ConfigError(f"sla.hours.{day}", f"unknown weekday; use one of {WEEKDAYS}")
+        if not isinstance(ranges, list):
+            raise ConfigError(f"sla.hours.{day}", 'must be a list like ["09:00-17:30"]')
+        parsed = []
+        for text in ranges:
+            start, sep, end = str(text).partition("-")
+            if not sep:
+                raise ConfigError(f"sla.hours.{day}", f"{text!r} is not HH:MM-HH:MM")
+            a = _time(start.strip(), f"sla.hours.{day}")
+            b = _time(end.strip(), f"sla.hours.{day}")
+            if b <= a and b != time(0, 0):
+                raise ConfigError(f"sla.hours.{day}", f"range {text!r} ends before it starts")
+            parsed.append(Range(a, b))
+        out.append((day, tuple(parsed)))
+    return tuple(out)
+
+
+def _time(value: Any, key: str) -> time:
+    if isinstance(value, time):
+        return value
+    try:
+        hh, mm = str(value).split(":")
+        if hh == "24" and mm == "00":
+            return time(0, 0)
+        return time(int(hh), int(mm))
+    except ValueError:
+        raise ConfigError(key, f"{value!r} is not a time HH:MM") from None
+
+
+def _build(cls: type[Any], raw: Mapping[str, Any], section: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(section, "must be a table")
+    by_name = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = "from_" if key == "from" else key
+        if name not in by_name:
+            raise ConfigError(f"{section}.{key}", f"unknown key; valid keys: {sorted(by_name)}")
+        kwargs[name] = _coerce(value, by_name[name].type, f"{section}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        missing = str(exc).rpartition(":")[2].strip() or str(exc)
+        raise ConfigError(section, f"missing required key(s): {missing}") from None
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    kind = str(annotation)
+    if kind == "bool" or kind == "bool | None":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"must be true or false, not {value!r}")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"must be a whole number, not {value!r}")
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"must be a number, not {value!r}")
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"must be a string, not {value!r}")
+    if kind == "time":
+        return _time(value, key)
+    if kind.startswith("tuple[str"):
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(key, f"must be a list of strings, not {value!r}")
+    return value
+
+
+def validate(s: Settings) -> None:
+    h = s.helpdesk
+    for key in ("support_address", "escalation_address", "team_address"):
+        _check_address(getattr(h, key), f"helpdesk.{key}")
+    for key in ("note_address", "billing_address"):
+        if getattr(h, key):
+            _check_address(getattr(h, key), f"helpdesk.{key}")
+    if not h.reference_prefix.isalnum() or not h.reference_prefix.isascii():
+        raise ConfigError("helpdesk.reference_prefix", "must be ASCII letters and digits only")
+    for i, entry in enumerate(h.staff):
+        if entry.startswith("@"):
+            if "." not in entry[1:]:
+                raise ConfigError(f"helpdesk.staff[{i}]", f"{entry!r} is not a domain like @x.y")
+        else:
+            _check_address(entry, f"helpdesk.staff[{i}]")
+    _check_zone(h.timezone, "helpdesk.timezone")
+    _check_zone(s.sla.timezone, "sla.timezone")
+    if h.max_message_size <= 0:
+        raise ConfigError("helpdesk.max_message_size", "must be positive")
+    if h.log_format not in ("kv", "json"):
+        raise ConfigError("helpdesk.log_format", "must be 'kv' or 'json'")
+    if not s.database.url.startswith(("sqlite:", "postgresql")):
+        raise ConfigError("database.url", "must be a sqlite:/// or postgresql+psycopg:// URL")
+    if not s.inbound:
+        raise ConfigError("inbound", "at least one [[inbound]] source is needed")
+    for i, src in enumerate(s.inbound):
+        key = f"inbound[{i}]"
+        if src.kind not in ("imap", "maildir"):
+            raise ConfigError(f"{key}.kind", "must be 'imap' or 'maildir'")
+        if src.kind == "imap":
+            if src.security not in ("tls", "starttls", "none"):
+                raise ConfigError(f"{key}.security", "must be 'tls', 'starttls' or 'none'")
+            if not src.username:
+                raise ConfigError(f"{key}.username", "is required for an IMAP source")
+            if not 0 < src.port < 65536:
+                raise ConfigError(f"{key}.port", "must be between 1 and 65535")
+        if src.acknowledge not in ("move", "seen"):
+            raise ConfigError(f"{key}.acknowledge", "must be 'move' or 'seen'")
+        if src.poll_interval <= 0:
+            raise ConfigError(f"{key}.poll_interval", "must be positive")
+        if not 0 < src.batch_size <= 5000:
+            raise ConfigError(f"{key}.batch_size", "must be between 1 and 5000")
+    o = s.outbound
+    if o.kind not in ("smtp", "maildir"):
+        raise ConfigError("outbound.kind", "must be 'smtp' or 'maildir'")
+    if o.security not in ("tls", "starttls", "none"):
+        raise ConfigError("outbound.security", "must be 'tls', 'starttls' or 'none'")
+    if o.max_attempts < 1:
+        raise ConfigError("outbound.max_attempts", "must be at least 1")
+    if not 0 < s.sla.warning_share < 1:
+        raise ConfigError("sla.warning_share", "must be between 0 and 1 (e.g. 0.75)")
+    if s.sla.default_plan not in ("standard", "enhanced", "enterprise"):
+        raise ConfigError("sla.default_plan", "must be standard, enhanced or enterprise")
+    for i, c in enumerate(s.customers):
+        if c.plan not in ("standard", "enhanced", "enterprise"):
+            raise ConfigError(f"customers[{i}].plan", "must be standard, enhanced or enterprise")
+        if c.region and c.region not in ("APAC", "AMER", "EMEA"):
+            raise ConfigError(f"customers[{i}].region", "must be APAC, AMER or EMEA")
+    for i, m in enumerate(s.escalation.managers):
+        key = f"escalation.managers[{i}]"
+        _check_address(m.address, f"{key}.address")
+        _check_zone(m.timezone, f"{key}.timezone")
+        if m.region not in ("APAC", "AMER", "EMEA"):
+            raise ConfigError(f"{key}.region", "must be APAC, AMER or EMEA")
+        for d in m.days:
+            if d not in WEEKDAYS:
+                raise ConfigError(f"{key}.days", f"{d!r} is not one of {WEEKDAYS}")
+
+
+def _check_address(value: str, key: str) -> None:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain or any(c in value for c in " \r\n<>,"):
+        raise ConfigError(key, f"{value!r} is not an email address")
+
+
+def _check_zone(value: str, key: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(key, f"{value!r} is not a known time zone (e.g. Europe/London)") from None
+
+
+def masked(value: Any, key: str = "") -> Any:
+    """The value with every secret replaced, for printing."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: masked(getattr(value, f.name), f.name) for f in fields(value)}
+    if isinstance(value, tuple):
+        return [masked(v, key) for v in value]
+    if isinstance(value, time):
+        return value.strftime("%H:%M")
+    if key in SECRET_KEYS and value:
+        return MASK
+    if key == "url" and isinstance(value, str):
+        return mask_url(value)
+    return value
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a database URL (scheme://user:pass@host/db)."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    user = creds.partition(":")[0]
+    return f"{scheme}://{user}:{MASK}@{host}"
