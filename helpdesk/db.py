@@ -1,0 +1,99 @@
+"""Database engine, sessions and schema version checks (I/O shell)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
+
+from helpdesk.errors import SchemaOutdatedError
+from helpdesk.settings import DatabaseSettings
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def make_engine(settings: DatabaseSettings) -> Engine:
+    url = settings.url
+    if settings.is_sqlite:
+        _ensure_sqlite_dir(url)
+        engine = create_engine(
+            url,
+            echo=settings.echo,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            poolclass=NullPool if ":memory:" not in url else None,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, echo=settings.echo, pool_pre_ping=True, pool_size=5)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers (the CLI) work while the daemon writes; NORMAL sync is
+    # durable across process crashes in WAL mode, which is what we promise.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision(engine: Engine) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> None:
+    command.upgrade(alembic_config(engine), "head")
+
+
+def ensure_schema(engine: Engine, settings: DatabaseSettings) -> None:
+    """Upgrade the embedded default; elsewhere refuse an outdated schema."""
+    if current_revision(engine) == head_revision(engine):
+        return
+    if settings.upgrades_itself:
+        upgrade(engine)
+        return
+    raise SchemaOutdatedError(
+        f"database schema is at {current_revision(engine) or 'nothing'}, code needs "
+        f"{head_revision(engine)}; run `helpdesk db upgrade`"
+    )
