@@ -1,0 +1,307 @@
+"""IMAP inbox through aioimaplib (I/O shell).
+
+Messages are listed with UID SEARCH, fetched by UID set in batches with
+BODY.PEEK[] (so fetching never marks them \\Seen, RFC 3501 §6.4.5), and only
+after the pipeline has committed are they moved out: UID MOVE (RFC 6851),
+or COPY + \\Deleted + UID EXPUNGE (RFC 4315) where MOVE is missing. New mail
+is pushed with IDLE (RFC 2177) when the server offers it, else polled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Iterable, Sequence
+
+from aioimaplib import aioimaplib
+
+from helpdesk.errors import SystemUnwellError
+from helpdesk.ingest.source import Acknowledgement, Fetched
+from helpdesk.settings import InboundSettings
+
+log = logging.getLogger(__name__)
+
+_FETCH_RE = re.compile(rb"^\d+ FETCH \((.*)$")
+_UID_RE = re.compile(rb"UID (\d+)")
+_SIZE_RE = re.compile(rb"RFC822\.SIZE (\d+)")
+_LITERAL_RE = re.compile(rb"\{(\d+)\}$")
+_UIDVALIDITY_RE = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+IDLE_RENEW = 25 * 60  # RFC 2177 §3: re-issue IDLE at least every 29 minutes
+HEADER_ONLY = 64 * 1024
+
+
+class ImapError(SystemUnwellError):
+    pass
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """Compact a UID list into an IMAP sequence set (RFC 3501 §9: 1:3,7)."""
+    ordered = sorted(set(uids))
+    parts: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def quote_mailbox(name: str) -> str:
+    # RFC 3501 §4.3: quoted strings escape backslash and double quote.
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class ImapSource:
+    def __init__(self, cfg: InboundSettings, max_bytes: int) -> None:
+        self.cfg = cfg
+        self.key = cfg.source_key
+        self.max_bytes = max_bytes
+        self._client: aioimaplib.IMAP4 | None = None
+        self._lost = asyncio.Event()
+        self.uidvalidity: int | None = None
+        self.capabilities: frozenset[str] = frozenset()
+
+    # -- connection -------------------------------------------------------
+    async def open(self) -> None:
+        await self.close()
+        self._lost = asyncio.Event()
+        cfg = self.cfg
+        context = ssl.create_default_context() if cfg.security in ("tls", "starttls") else None
+        lost = self._lost
+
+        def on_lost(_exc: Exception | None) -> None:
+            lost.set()
+
+        if cfg.security == "tls":
+            client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
+                host=cfg.host, port=cfg.port, timeout=cfg.timeout, ssl_context=context
+            )
+            client.protocol.conn_lost_cb = on_lost
+        else:
+            client = aioimaplib.IMAP4(
+                host=cfg.host, port=cfg.port, timeout=cfg.timeout, conn_lost_cb=on_lost
+            )
+        self._client = client
+        try:
+            await client.wait_hello_from_server()
+            if cfg.security == "starttls":
+                await self._starttls(client, context)
+            response = await client.login(cfg.username, cfg.password)
+            _check(response, "LOGIN")
+            await client.protocol.capability()
+            self.capabilities = frozenset(str(c).upper() for c in client.protocol.capabilities)
+            for box in (cfg.processed_mailbox, cfg.quarantine_mailbox):
+                if cfg.acknowledge == "move" or box == cfg.quarantine_mailbox:
+                    # NO [ALREADYEXISTS] is the normal answer after the first run.
+                    await client.create(quote_mailbox(box))
+            await self._select()
+        except (TimeoutError, OSError, aioimaplib.AioImapException) as exc:
+            await self.close()
+            raise ImapError(f"IMAP connect to {cfg.host}:{cfg.port} failed: {exc!r}") from exc
+
+    async def _starttls(self, client: aioimaplib.IMAP4, context: ssl.SSLContext | None) -> None:
+        # aioimaplib has no STARTTLS helper: send the command (RFC 3501 §6.2.1),
+        # then upgrade the transport in place and ask for capabilities again,
+        # since pre-TLS capabilities must be discarded.
+        protocol = client.protocol
+        response = await asyncio.wait_for(protocol.simple_command("STARTTLS"), self.cfg.timeout)
+        _check(response, "STARTTLS")
+        loop = asyncio.get_running_loop()
+        transport = await loop.start_tls(
+            protocol.transport, protocol, context or ssl.create_default_context(),
+            server_hostname=self.cfg.host,
+        )
+        protocol.transport = transport
+        await protocol.capability()
+
+    async def _select(self) -> None:
+        client = self._require()
+        response = await client.select(quote_mailbox(self.cfg.mailbox))
+        _check(response, "SELECT")
+        for line in response.lines:
+            if isinstance(line, (bytes, bytearray)):
+                match = _UIDVALIDITY_RE.search(bytes(line))
+                if match:
+                    new = int(match.group(1))
+                    if self.uidvalidity is not None and new != self.uidvalidity:
+                        # RFC 3501 §2.3.1.1: old UIDs are void. Nothing is lost:
+                        # the pipeline's content key stops re-imports.
+                        log.warning("uidvalidity changed", extra={"source": self.key,
+                                    "old": self.uidvalidity, "new": new})
+                    self.uidvalidity = new
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            if client.has_pending_idle():
+                client.idle_done()
+            await asyncio.wait_for(client.logout(), 2)
+        except Exception:  # best effort: the connection may already be gone
+            pass
+        transport = getattr(client.protocol, "transport", None)
+        if transport is not None:
+            transport.close()
+
+    def _require(self) -> aioimaplib.IMAP4:
+        if self._client is None or self._lost.is_set():
+            raise ImapError("IMAP connection is not open")
+        return self._client
+
+    @property
+    def is_open(self) -> bool:
+        return self._client is not None and not self._lost.is_set()
+
+    # -- fetching ---------------------------------------------------------
+    async def waiting_uids(self) -> list[int]:
+        client = self._require()
+        criteria = "UNSEEN" if self.cfg.acknowledge == "seen" else "ALL"
+        response = await client.uid_search(criteria, charset=None)
+        _check(response, "UID SEARCH")
+        uids: list[int] = []
+        for line in response.lines:
+            if isinstance(line, (bytes, bytearray)) and line.startswith(b"SEARCH"):
+                uids.extend(int(tok) for tok in line.split()[1:] if tok.isdigit())
+        return sorted(uids)
+
+    async def fetch(self, limit: int) -> list[Fetched]:
+        try:
+            uids = (await self.waiting_uids())[:limit]
+            if not uids:
+                return []
+            sizes = await self._sizes(uids)
+            small = [u for u in uids if sizes.get(u, 0) <= self.max_bytes]
+            large = [u for u in uids if sizes.get(u, 0) > self.max_bytes]
+            fetched = await self._fetch_parts(small, "BODY.PEEK[]", too_large=False)
+            if large:
+                # Never read an oversized message into memory: its headers are
+                # enough to quarantine it; the full mail stays on the server.
+                fetched += await self._fetch_parts(large, "BODY.PEEK[HEADER]", too_large=True)
+            return sorted(fetched, key=lambda f: f.uid or 0)
+        except (TimeoutError, OSError, aioimaplib.AioImapException) as exc:
+            raise ImapError(f"IMAP fetch failed: {exc!r}") from exc
+
+    async def _sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        client = self._require()
+        response = await client.uid("fetch", uid_set(uids), "(UID RFC822.SIZE)")
+        _check(response, "UID FETCH SIZE")
+        sizes: dict[int, int] = {}
+        for line in response.lines:
+            if not isinstance(line, (bytes, bytearray)):
+                continue
+            uid = _UID_RE.search(line)
+            size = _SIZE_RE.search(line)
+            if uid and size:
+                sizes[int(uid.group(1))] = int(size.group(1))
+        return sizes
+
+    async def _fetch_parts(self, uids: Sequence[int], item: str, too_large: bool) -> list[Fetched]:
+        if not uids:
+            return []
+        client = self._require()
+        response = await client.uid("fetch", uid_set(uids), f"(UID {item})")
+        _check(response, "UID FETCH")
+        out: list[Fetched] = []
+        lines = response.lines
+        cap = HEADER_ONLY if too_large else self.max_bytes
+        for i, line in enumerate(lines):
+            if not isinstance(line, (bytes, bytearray)) or isinstance(line, bytearray):
+                continue
+            if not _FETCH_RE.match(line) or not _LITERAL_RE.search(line):
+                continue
+            uid = _UID_RE.search(line)
+            if uid is None and i + 2 < len(lines):
+                tail = lines[i + 2]
+                uid = _UID_RE.search(bytes(tail)) if isinstance(tail, (bytes, bytearray)) else None
+            if uid is None or i + 1 >= len(lines):
+                continue
+            body = bytes(lines[i + 1])[:cap]
+            out.append(
+                Fetched(self.key, uid.group(1).decode(), body, self.uidvalidity,
+                        int(uid.group(1)), too_large)
+            )
+        return out
+
+    # -- acknowledging ----------------------------------------------------
+    async def acknowledge(self, ack: Acknowledgement) -> None:
+        try:
+            if ack.processed:
+                await self._finish([f.uid for f in ack.processed if f.uid], done=True)
+            if ack.quarantined:
+                await self._finish([f.uid for f in ack.quarantined if f.uid], done=False)
+        except (TimeoutError, OSError, aioimaplib.AioImapException) as exc:
+            # Safe to fail: the results are committed, so a re-fetch of these
+            # UIDs is recognised by the idempotency key and only acknowledged.
+            raise ImapError(f"IMAP acknowledge failed: {exc!r}") from exc
+
+    async def _finish(self, uids: list[int], done: bool) -> None:
+        if not uids:
+            return
+        client = self._require()
+        uset = uid_set(uids)
+        if done and self.cfg.acknowledge == "seen":
+            _check(await client.uid("store", uset, "+FLAGS.SILENT (\\Seen)"), "UID STORE")
+            return
+        target = quote_mailbox(self.cfg.processed_mailbox if done else self.cfg.quarantine_mailbox)
+        if "MOVE" in self.capabilities:
+            _check(await client.uid("move", uset, target), "UID MOVE")
+            return
+        _check(await client.uid("copy", uset, target), "UID COPY")
+        _check(await client.uid("store", uset, "+FLAGS.SILENT (\\Deleted)"), "UID STORE")
+        if "UIDPLUS" in self.capabilities:
+            _check(await client.uid("expunge", uset), "UID EXPUNGE")
+        else:
+            _check(await client.expunge(), "EXPUNGE")
+
+    # -- waiting ----------------------------------------------------------
+    async def wait(self, timeout: float) -> None:
+        """IDLE until the server reports a change, or poll after ``timeout``."""
+        client = self._require()
+        if not (self.cfg.idle and "IDLE" in self.capabilities):
+            await self._sleep_or_lost(min(timeout, self.cfg.poll_interval))
+            return
+        idle = await client.idle_start(timeout=min(timeout, IDLE_RENEW))
+        try:
+            while True:
+                push_task = asyncio.ensure_future(client.wait_server_push())
+                lost_task = asyncio.ensure_future(self._lost.wait())
+                done, pending = await asyncio.wait(
+                    {push_task, lost_task}, timeout=min(timeout, IDLE_RENEW) + 5,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in pending:
+                    task.cancel()
+                if lost_task in done:
+                    raise ImapError("IMAP connection lost during IDLE")
+                if push_task not in done:
+                    break
+                push = push_task.result()
+                if push == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    break
+                if any(b"EXISTS" in bytes(x) for x in push if isinstance(x, (bytes, bytearray))):
+                    break
+        finally:
+            if client.has_pending_idle():
+                client.idle_done()
+            try:
+                await asyncio.wait_for(idle, self.cfg.timeout)
+            except (TimeoutError, aioimaplib.AioImapException, asyncio.CancelledError):
+                pass
+
+    async def _sleep_or_lost(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._lost.wait(), seconds)
+        except TimeoutError:
+            return
+        raise ImapError("IMAP connection lost")
+
+
+def _check(response: aioimaplib.Response, what: str) -> None:
+    if response.result != "OK":
+        text = b" ".join(bytes(x) for x in response.lines if isinstance(x, (bytes, bytearray)))
+        raise ImapError(f"{what} failed: {response.result} {text[:200]!r}")

@@ -1,0 +1,77 @@
+"""A local Maildir inbox: the embedded default source (I/O shell).
+
+New mail is read from ``new/`` and ``cur/``; handled mail is moved into the
+``.Processed`` or ``.Quarantine`` sub-folder (Maildir++ layout), never
+deleted. Moves are ``rename(2)`` within one filesystem, so they are atomic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from helpdesk.ingest.source import Acknowledgement, Fetched
+
+SUBDIRS = ("tmp", "new", "cur")
+
+
+def ensure_maildir(path: Path) -> None:
+    for sub in SUBDIRS:
+        (path / sub).mkdir(parents=True, exist_ok=True)
+
+
+class MaildirSource:
+    def __init__(self, path: str, max_bytes: int, poll_interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.key = f"maildir:{self.path.resolve()}"
+        self.max_bytes = max_bytes
+        self.poll_interval = poll_interval
+
+    async def open(self) -> None:
+        ensure_maildir(self.path)
+        for folder in (".Processed", ".Quarantine"):
+            ensure_maildir(self.path / folder)
+
+    async def close(self) -> None:
+        return None
+
+    async def fetch(self, limit: int) -> list[Fetched]:
+        return await asyncio.to_thread(self._fetch, limit)
+
+    def _waiting(self) -> list[Path]:
+        files: list[Path] = []
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as it:
+                files.extend(Path(e.path) for e in it if e.is_file() and not e.name.startswith("."))
+        # Maildir names start with the delivery time, so this is arrival order.
+        return sorted(files, key=lambda p: p.name)
+
+    def _fetch(self, limit: int) -> list[Fetched]:
+        out: list[Fetched] = []
+        for path in self._waiting()[:limit]:
+            try:
+                size = path.stat().st_size
+                with open(path, "rb") as fh:
+                    raw = fh.read(self.max_bytes if size > self.max_bytes else -1)
+            except FileNotFoundError:
+                continue  # taken by another process meanwhile
+            handle = str(path.relative_to(self.path))
+            out.append(Fetched(self.key, handle, raw, too_large=size > self.max_bytes))
+        return out
+
+    async def acknowledge(self, ack: Acknowledgement) -> None:
+        await asyncio.to_thread(self._acknowledge, ack)
+
+    def _acknowledge(self, ack: Acknowledgement) -> None:
+        for items, folder in ((ack.processed, ".Processed"), (ack.quarantined, ".Quarantine")):
+            for item in items:
+                src = self.path / item.handle
+                name = src.name.split(":")[0]
+                try:
+                    os.replace(src, self.path / folder / "cur" / f"{name}:2,S")
+                except FileNotFoundError:
+                    continue
+
+    async def wait(self, timeout: float) -> None:
+        await asyncio.sleep(min(timeout, self.poll_interval))
