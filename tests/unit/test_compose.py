@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import email
+from datetime import UTC, datetime
+from email.policy import default
+
+import pytest
+
+from helpdesk.compose import LOOP_HEADER, Draft, compose
+from helpdesk.ingest.inbound import Address
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+def _draft(**over: object) -> Draft:
+    base: dict[str, object] = dict(
+        purpose="confirmation",
+        from_addr=Address("support@example.test", "Example Support"),
+        to=(Address("carol@client.test", "Carol"),),
+        subject="[HD-000001] Printer",
+        text="Hello\n",
+        message_id="hd.HD-000001.abc.tag@example.test",
+        date=NOW,
+        automatic=True,
+        loop_value="support@example.test",
+    )
+    base.update(over)
+    return Draft(**base)  # type: ignore[arg-type]
+
+
+def _parse(raw: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(raw, policy=default)  # type: ignore[return-value]
+
+
+def test_subject_and_name_with_line_breaks_cannot_inject_headers() -> None:
+    out = compose(_draft(
+        subject="Hi\r\nBcc: victim@evil.test\r\nX-Injected: yes",
+        to=(Address("carol@client.test", "Carol\r\nBcc: victim2@evil.test"),),
+    ))
+    msg = _parse(out.raw)
+    assert msg["Bcc"] is None and msg["X-Injected"] is None
+    assert "victim@evil.test" in msg["Subject"]  # kept as text on the one line
+    assert out.recipients == ("carol@client.test",)
+    header_block = out.raw.split(b"\r\n\r\n", 1)[0]
+    assert not any(line.startswith((b"Bcc", b"X-Injected")) for line in header_block.splitlines())
+
+
+def test_address_with_line_break_is_refused() -> None:
+    with pytest.raises(ValueError):
+        compose(_draft(to=(Address("carol@client.test\r\nBcc: x@evil.test"),)))
+
+
+def test_non_ascii_subject_and_names_round_trip() -> None:
+    out = compose(_draft(
+        subject="[HD-000002] Überweisung fehlgeschlagen – 请帮忙",
+        to=(Address("jose@client.test", "José Müller"),),
+        from_addr=Address("support@example.test", "Support Ünïcode"),
+        text="Grüße, 你好\n",
+    ))
+    assert out.raw.isascii()  # RFC 2047 / quoted-printable on the wire
+    msg = _parse(out.raw)
+    assert msg["Subject"] == "[HD-000002] Überweisung fehlgeschlagen – 请帮忙"
+    assert msg["To"].addresses[0].display_name == "José Müller"
+    body = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert body.rstrip() == "Grüße, 你好"
+
+
+def test_automatic_mail_headers_and_threading() -> None:
+    msg = _parse(compose(_draft(in_reply_to="orig@client.test", references=("a@x",))).raw)
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert msg["X-Auto-Response-Suppress"] == "All"
+    assert msg[LOOP_HEADER] == "support@example.test"
+    assert msg["In-Reply-To"] == "<orig@client.test>"
+    assert msg["References"] == "<a@x> <orig@client.test>"
+    assert msg["Message-ID"] == "<hd.HD-000001.abc.tag@example.test>"
+
+
+def test_relayed_human_reply_is_not_marked_automatic() -> None:
+    msg = _parse(compose(_draft(automatic=False)).raw)
+    assert msg["Auto-Submitted"] is None and msg["Precedence"] is None
+    assert msg[LOOP_HEADER] == "support@example.test"  # every mail names the instance
+
+
+def test_html_alternative() -> None:
+    msg = _parse(compose(_draft(html="<p>Hello</p>")).raw)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert "<p>Hello</p>" in msg.get_body(("html",)).get_content()  # type: ignore[union-attr]

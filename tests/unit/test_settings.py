@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpdesk.errors import ConfigError
+from helpdesk.settings import load_settings, mask_url, masked
+
+GOOD = """
+[helpdesk]
+support_address = "support@example.test"
+staff = ["alice@example.test", "@staff.example.test"]
+
+[database]
+url = "postgresql+psycopg://helpdesk:hunter2@db.example.test/helpdesk"
+
+[[inbound]]
+kind = "imap"
+host = "imap.example.test"
+username = "support@example.test"
+password = "in-file-secret"
+
+[outbound]
+kind = "smtp"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "h.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file_are_the_embedded_setup() -> None:
+    s = load_settings(None, {})
+    assert s.database.url == "sqlite:///var/helpdesk.db"
+    assert s.inbound[0].kind == "maildir" and s.outbound.kind == "maildir"
+    assert s.helpdesk.reference_prefix == "HD"
+    assert s.database.upgrades_itself
+
+
+def test_env_overrides_any_key_and_types_values(tmp_path: Path) -> None:
+    env = {
+        "HELPDESK_INBOUND__PASSWORD": "from-env",
+        "HELPDESK_INBOUND__PORT": "1993",
+        "HELPDESK_HELPDESK__SECRET": "s3cret",
+        "HELPDESK_OUTBOUND__AUTO_PER_HOUR": "2",
+    }
+    s = load_settings(_write(tmp_path, GOOD), env)
+    assert s.inbound[0].password == "from-env"
+    assert s.inbound[0].port == 1993
+    assert s.helpdesk.secret == "s3cret"
+    assert s.outbound.auto_per_hour == 2
+
+
+def test_second_source_is_addressed_by_number(tmp_path: Path) -> None:
+    text = GOOD + '\n[[inbound]]\nkind = "maildir"\npath = "var/other"\n'
+    s = load_settings(_write(tmp_path, text), {"HELPDESK_INBOUND_2__PATH": "var/x"})
+    assert [i.kind for i in s.inbound] == ["imap", "maildir"]
+    assert s.inbound[1].path == "var/x"
+
+
+def test_secrets_are_masked(tmp_path: Path) -> None:
+    s = load_settings(_write(tmp_path, GOOD), {"HELPDESK_HELPDESK__SECRET": "tok"})
+    shown = json.dumps(masked(s))
+    assert "in-file-secret" not in shown and "hunter2" not in shown and '"tok"' not in shown
+    assert "********" in shown
+    assert mask_url("postgresql+psycopg://u:p@h/db") == "postgresql+psycopg://u:********@h/db"
+    assert mask_url("sqlite:///var/x.db") == "sqlite:///var/x.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ('[helpdesk]\nsupport_address = "nope"\n', "helpdesk.support_address", "email"),
+        ('[helpdesk]\nmax_message_size = "big"\n', "helpdesk.max_message_size", "whole number"),
+        ('[helpdesk]\nstaff = ["@localhost"]\n', "helpdesk.staff[0]", "domain"),
+        ('[helpdesk]\ntimezone = "Mars/Olympus"\n', "helpdesk.timezone", "time zone"),
+        ('[helpdesk]\ncolour = "blue"\n', "helpdesk.colour", "unknown key"),
+        ('[outbound]\nkind = "carrier-pigeon"\n', "outbound.kind", "smtp"),
+        ('[[inbound]]\nkind = "imap"\n', "inbound[0].username", "required"),
+        ('[sla]\nwarning_share = 1.5\n', "sla.warning_share", "between 0 and 1"),
+        ('[sla.hours]\nmon = ["17:00-09:00"]\n', "sla.hours.mon", "ends before"),
+        ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite"),
+        ("[nonsense]\n", "nonsense", "unknown section"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, text), {})
+    assert caught.value.key == key
+    assert words in str(caught.value)
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(_write(tmp_path, "[helpdesk\n"), {})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "absent.toml", {})
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "helpdesk.example.toml"
+    s = load_settings(example, {})
+    assert s.helpdesk.support_address == "support@example.test"
+    assert dict(s.sla.hours)["mon"][0].start.hour == 9
