@@ -111,6 +111,8 @@ class Ticket(SQLModel, table=True):
     escalated: bool = False
     escalation_level: int = 0
     escalated_at: datetime | None = _ts()
+    last_escalated_at: datetime | None = _ts()
+    escalation_trigger: str = Field(default="", max_length=32)
     escalation_manager: str = Field(default="", max_length=320)
     escalation_ack_due: datetime | None = _ts()
     linked_to: str = Field(default="", max_length=32)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 13:46:51.601142
+Create Date: 2026-11-23
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def upgrade() -> None:
     sa.Column('escalated', sa.Boolean(), nullable=False),
     sa.Column('escalation_level', sa.Integer(), nullable=False),
     sa.Column('escalated_at', helpdesk.models.UTCDateTime(), nullable=True),
+    sa.Column('last_escalated_at', helpdesk.models.UTCDateTime(), nullable=True),
+    sa.Column('escalation_trigger', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('escalation_manager', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
     sa.Column('escalation_ack_due', helpdesk.models.UTCDateTime(), nullable=True),
     sa.Column('linked_to', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),

@@ -1,0 +1,92 @@
+"""One object that wires settings, database, clock, templates and policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date
+from functools import cached_property
+
+from sqlalchemy import Engine
+
+from helpdesk.clock import Clock, SystemClock
+from helpdesk.db import make_engine
+from helpdesk.escalation.rota import Manager, WorkingHours
+from helpdesk.settings import WEEKDAYS, Settings
+from helpdesk.sla.calendar import BusinessCalendar, OpenRange, WeeklyHours
+from helpdesk.sla.policy import SlaPolicy, default_policy
+from helpdesk.templates import Templates
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    templates: Templates
+
+    @classmethod
+    def create(cls, settings: Settings, clock: Clock | None = None) -> App:
+        return cls(
+            settings=settings,
+            engine=make_engine(settings.database),
+            clock=clock or SystemClock(),
+            templates=Templates(dict(settings.templates)),
+        )
+
+    @cached_property
+    def policy(self) -> SlaPolicy:
+        return build_policy(self.settings)
+
+    @cached_property
+    def managers(self) -> tuple[Manager, ...]:
+        return tuple(
+            Manager(
+                name=m.name,
+                address=m.address,
+                region=m.region,
+                timezone=m.timezone,
+                hours=WorkingHours(
+                    weekdays=frozenset(WEEKDAYS.index(d) for d in m.days),
+                    start=m.start,
+                    end=m.end,
+                ),
+            )
+            for m in self.settings.escalation.managers
+        )
+
+    @cached_property
+    def own_addresses(self) -> frozenset[str]:
+        h = self.settings.helpdesk
+        own = {h.support_address, h.escalation_address, h.team_address, h.effective_note_address}
+        return frozenset(a.lower() for a in own if a)
+
+    def is_own_address(self, addr: str) -> bool:
+        """Our addresses, including signed ``support+TOKEN@`` variants."""
+        addr = addr.lower()
+        if addr in self.own_addresses:
+            return True
+        local, _, domain = addr.rpartition("@")
+        base = local.split("+", 1)[0]
+        return f"{base}@{domain}" in self.own_addresses
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def build_policy(settings: Settings) -> SlaPolicy:
+    """The SLA policy from ``[sla]``: the table's targets on the configured calendar."""
+    sla = settings.sla
+    closures = frozenset(date.fromisoformat(d) for d in sla.closures)
+    country, _, subdiv = sla.bank_holidays.partition("-")
+    by_day = dict(sla.hours)
+    weekly: WeeklyHours = tuple(
+        tuple(OpenRange(r.start, r.end) for r in by_day.get(day, ())) for day in WEEKDAYS
+    )
+    calendar = BusinessCalendar(
+        timezone=sla.timezone,
+        weekly=weekly,
+        closed_dates=closures,
+        holiday_country=country or None,
+        holiday_subdiv=subdiv or None,
+    )
+    return replace(default_policy(), business_calendar=calendar, warning_share=sla.warning_share)

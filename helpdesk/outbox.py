@@ -1,0 +1,156 @@
+"""The outbox: every mail we send is a row written in the transaction that
+caused it, and a sender loop delivers the rows afterwards.
+
+Nothing is sent from inside a transaction, so a crash can only delay mail,
+never lose it; a row left ``sending`` by a crash is picked up again once its
+lease runs out. Several daemons on one PostgreSQL database claim rows with
+``FOR UPDATE SKIP LOCKED``, so each row is sent by one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, update
+from sqlmodel import Session, select
+
+from helpdesk.compose import Outgoing
+from helpdesk.logs import log
+from helpdesk.models import Outbox, Undeliverable
+from helpdesk.settings import OutboundSettings
+
+logger = logging.getLogger(__name__)
+
+
+def suppression_reason(
+    session: Session, cfg: OutboundSettings, rcpt: str, now: datetime
+) -> str | None:
+    """Why automatic mail to ``rcpt`` must not go now, or None."""
+    blocked = session.get(Undeliverable, rcpt)
+    if blocked is not None and blocked.until > now:
+        return f"undeliverable until {blocked.until:%Y-%m-%d}: {blocked.reason[:80]}"
+    since_day = now - timedelta(days=1)
+    created = session.exec(
+        select(Outbox.created_at).where(
+            Outbox.rcpt == rcpt,
+            Outbox.automatic.is_(True),  # type: ignore[attr-defined]
+            Outbox.status != "suppressed",
+            Outbox.created_at > since_day,  # type: ignore[operator]
+        )
+    ).all()
+    in_day = len(created)
+    in_hour = sum(1 for t in created if t > now - timedelta(hours=1))
+    if in_hour >= cfg.auto_per_hour:
+        return f"rate limit: {in_hour} automatic mails in the last hour"
+    if in_day >= cfg.auto_per_day:
+        return f"rate limit: {in_day} automatic mails in the last day"
+    return None
+
+
+def enqueue(
+    session: Session,
+    cfg: OutboundSettings,
+    outgoing: Outgoing,
+    now: datetime,
+    ticket_id: int | None = None,
+    rate_limited: bool = True,
+) -> Outbox:
+    """Add ``outgoing`` to the outbox in the caller's transaction.
+
+    Automatic mail to outside recipients (``rate_limited``) is subject to the
+    per-recipient limits and the undeliverable list; beyond them the row is
+    kept as ``suppressed`` so the decision is visible, and nothing is sent.
+    """
+    status, error = "queued", ""
+    if outgoing.automatic and rate_limited:
+        reason = suppression_reason(session, cfg, outgoing.rcpt, now)
+        if reason:
+            status, error = "suppressed", reason
+            log(logger, logging.INFO, "automatic mail suppressed", rcpt=outgoing.rcpt,
+                purpose=outgoing.purpose, reason=reason, message_id=outgoing.message_id)
+    row = Outbox(
+        ticket_id=ticket_id,
+        purpose=outgoing.purpose,
+        automatic=outgoing.automatic,
+        rcpt=outgoing.rcpt,
+        envelope_from=outgoing.envelope_from,
+        recipients="\n".join(outgoing.recipients),
+        message_id=outgoing.message_id,
+        raw=outgoing.raw,
+        status=status,
+        last_error=error,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def claim_due(
+    session: Session, now: datetime, worker: str, limit: int, lease: timedelta
+) -> list[Outbox]:
+    """Mark up to ``limit`` due rows ``sending`` for ``worker`` and return them."""
+    stale = now - lease
+    query = (
+        select(Outbox)
+        .where(
+            ((Outbox.status == "queued") & (Outbox.next_attempt_at <= now))  # type: ignore[operator]
+            | ((Outbox.status == "sending") & (Outbox.locked_at < stale))  # type: ignore[operator]
+        )
+        .order_by(Outbox.next_attempt_at, Outbox.id)  # type: ignore[arg-type]
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = list(session.exec(query))
+    for row in rows:
+        row.status = "sending"
+        row.locked_by = worker
+        row.locked_at = now
+        session.add(row)
+    return rows
+
+
+def mark_sent(session: Session, row_id: int, now: datetime) -> None:
+    session.exec(
+        update(Outbox)
+        .where(Outbox.id == row_id)  # type: ignore[arg-type]
+        .values(status="sent", sent_at=now, locked_at=None, last_error="",
+                attempts=Outbox.attempts + 1)
+    )
+
+
+def mark_failed(session: Session, row_id: int, error: str) -> None:
+    session.exec(
+        update(Outbox)
+        .where(Outbox.id == row_id)  # type: ignore[arg-type]
+        .values(status="failed", locked_at=None, last_error=error[:2000],
+                attempts=Outbox.attempts + 1)
+    )
+
+
+def mark_retry(session: Session, row_id: int, error: str, at: datetime) -> None:
+    session.exec(
+        update(Outbox)
+        .where(Outbox.id == row_id)  # type: ignore[arg-type]
+        .values(status="queued", locked_at=None, last_error=error[:2000],
+                attempts=Outbox.attempts + 1, next_attempt_at=at)
+    )
+
+
+def retry(session: Session, now: datetime, row_id: int | None = None) -> int:
+    """Queue a failed (or suppressed) row again, or every failed row."""
+    stmt = update(Outbox).values(status="queued", next_attempt_at=now, attempts=0, last_error="")
+    if row_id is None:
+        stmt = stmt.where(Outbox.status == "failed")  # type: ignore[arg-type]
+    else:
+        stmt = stmt.where(Outbox.id == row_id, Outbox.status.in_(("failed", "suppressed")))  # type: ignore[arg-type, attr-defined]
+    result = session.exec(stmt)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def counts(session: Session) -> dict[str, int]:
+    rows = session.exec(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
+    return {status: int(n) for status, n in rows}
