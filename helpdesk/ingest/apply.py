@@ -1,0 +1,488 @@
+"""Write down what one classified mail means: a new ticket, a reply, a staff
+answer, a bounce or an out-of-office. Runs inside the pipeline's savepoint.
+
+Every decision is taken by the pure core (``helpdesk.threading``,
+``helpdesk.sla``); this module gathers the facts those functions need from
+the database and records their answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, select
+
+from helpdesk import notify, outbox, tickets
+from helpdesk.app import App
+from helpdesk.compose import Outgoing
+from helpdesk.escalate import escalate
+from helpdesk.escalation.markers import find_marker
+from helpdesk.ingest.classify import Classification, Kind
+from helpdesk.ingest.inbound import Address, InboundEmail
+from helpdesk.ingest.quotes import extract_new_text
+from helpdesk.logs import log
+from helpdesk.models import InboundMail, Message, Participant, Ticket, Undeliverable
+from helpdesk.sla.classify import classify_mail
+from helpdesk.sla.policy import Plan, Priority
+from helpdesk.threading import commands as staff_commands
+from helpdesk.threading.reference import find_subject_references, tag_subject
+from helpdesk.threading.reference import subject_key as make_subject_key
+from helpdesk.threading.resolve import (
+    Facts,
+    Resolution,
+    TicketFacts,
+    chain_candidates,
+    resolve,
+    signed_chain_refs,
+    thread_topic_key,
+    tokens_in,
+)
+from helpdesk.threading.staff import is_staff_address, verify_sender
+from helpdesk.threading.tokens import parse_message_id
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Applied:
+    outcome: str
+    ticket_id: int | None = None
+    reference: str = ""
+    ignored: bool = False
+
+
+def apply_mail(
+    app: App,
+    session: Session,
+    mail: InboundEmail,
+    inbound: InboundMail,
+    classification: Classification,
+    now: datetime,
+) -> Applied:
+    if classification.kind is Kind.OWN_LOOP:
+        return Applied("own_loop", ignored=True)
+    if classification.kind is Kind.BOUNCE:
+        return _bounce(app, session, mail, classification, now)
+    if mail.message_id and _seen_message_id(session, mail.message_id):
+        # The same mail delivered twice (e.g. To and Cc both reach support).
+        return Applied("duplicate_message_id", ignored=True)
+    staff = classification.kind is Kind.NORMAL and _staff_status(app, session, mail, now)
+    resolution = _resolve(app, session, mail, staff, now)
+    if classification.kind is Kind.AUTO_REPLY:
+        return _auto_reply(app, session, mail, inbound, resolution, now)
+    trigger, subject = _escalation_trigger(app, mail)
+    ticket = (
+        tickets.get_by_reference(session, resolution.reference)
+        if resolution.action == "reply" and resolution.reference
+        else None
+    )
+    if ticket is not None and trigger and not staff and not _is_participant(session, ticket, mail):
+        # A stranger's escalation escalates nothing on someone else's ticket:
+        # it opens their own escalated ticket, linked for staff to see.
+        return _new_ticket(app, session, mail, inbound, classification, resolution, now,
+                           subject=subject, escalation=trigger, stranger_of=ticket.reference)
+    if ticket is not None and staff:
+        result = _staff_mail(app, session, mail, inbound, ticket, now)
+    elif ticket is not None:
+        result = _client_reply(app, session, mail, inbound, ticket, resolution, now, subject)
+    else:
+        return _new_ticket(app, session, mail, inbound, classification, resolution, now,
+                           subject=subject, escalation=trigger)
+    if trigger:
+        escalate(app, session, ticket, mail, trigger=trigger, allowed=not staff, staff=staff,
+                 body=extract_new_text(mail.text), now=now)
+    return result
+
+
+def _escalation_trigger(app: App, mail: InboundEmail) -> tuple[str, str]:
+    """("marker" | "address" | "", the subject without any marker)."""
+    found, subject = find_marker(mail.subject, app.settings.escalation.markers)
+    if found:
+        return "marker", subject
+    escalation = app.settings.helpdesk.escalation_address.lower()
+    if any(a.addr == escalation for a in mail.recipients):
+        return "address", mail.subject
+    return "", mail.subject
+
+
+def _is_participant(session: Session, ticket: Ticket, mail: InboundEmail) -> bool:
+    assert ticket.id is not None
+    return mail.sender_addr in tickets.participants(session, ticket.id)
+
+
+# -- facts for the pure resolver -------------------------------------------
+
+def _resolve(
+    app: App, session: Session, mail: InboundEmail, staff: bool, now: datetime
+) -> Resolution:
+    """Gather what the database knows about the references this mail carries,
+    then let the pure resolver decide."""
+    h = app.settings.helpdesk
+    chain: dict[str, str] = {}
+    candidates = chain_candidates(mail)
+    if candidates:
+        rows = session.exec(
+            select(Message.message_id, Ticket.reference)
+            .join(Ticket, Ticket.id == Message.ticket_id)  # type: ignore[arg-type]
+            .where(Message.message_id.in_(candidates))  # type: ignore[attr-defined]
+        ).all()
+        chain.update({mid: ref for mid, ref in rows})
+        chain.update(signed_chain_refs(mail, h.support_domain, h.secret))
+    topic_refs: tuple[str, ...] = ()
+    topic = thread_topic_key(mail)
+    if topic and not mail.in_reply_to and not mail.references:
+        rows2 = session.exec(
+            select(Ticket.reference)
+            .join(Participant, Participant.ticket_id == Ticket.id)  # type: ignore[arg-type]
+            .where(Ticket.subject_key == topic, Participant.addr == mail.sender_addr)
+            .order_by(Ticket.updated_at.desc())  # type: ignore[attr-defined]
+            .limit(3)
+        ).all()
+        topic_refs = tuple(rows2)
+    token_refs = tokens_in(mail, h.support_address, h.secret)
+    subject_refs = tuple(find_subject_references(mail.subject, h.reference_prefix))
+    known: dict[str, TicketFacts] = {}
+    for ref in {*token_refs, *chain.values(), *topic_refs, *subject_refs}:
+        facts = _ticket_facts(session, ref)
+        if facts is not None:
+            known[ref] = facts
+    return resolve(
+        mail,
+        Facts(token_refs=token_refs, chain_refs=chain, thread_topic_refs=topic_refs,
+              subject_refs=subject_refs, tickets=known, is_staff_verified=staff),
+        now=now,
+        reopen_window=timedelta(days=h.reopen_window_days),
+    )
+
+
+def _ticket_facts(session: Session, reference: str) -> TicketFacts | None:
+    ticket = tickets.get_by_reference(session, reference)
+    if ticket is None or ticket.id is None:
+        return None
+    people = frozenset(tickets.participants(session, ticket.id))
+    return TicketFacts(reference=ticket.reference, status=ticket.status,
+                       closed_at=ticket.closed_at, participants=people)
+
+
+def _seen_message_id(session: Session, message_id: str) -> bool:
+    return session.exec(
+        select(Message.id).where(Message.message_id == message_id, Message.direction == "inbound")
+    ).first() is not None
+
+
+def _staff_status(app: App, session: Session, mail: InboundEmail, now: datetime) -> bool:
+    h = app.settings.helpdesk
+    if not is_staff_address(mail.sender_addr, h.staff):
+        return False
+    verdict = verify_sender(mail, h.authserv_id, h.trust_staff_from)
+    if not verdict.verified:
+        # Someone used a staff address without proof: treat as a client and say so.
+        tickets.add_event(session, None, "security", mail.sender_addr, now,
+                          reason=verdict.reason, message_id=mail.message_id)
+        log(logger, logging.WARNING, "unverified staff sender", message_id=mail.message_id,
+            sender=mail.sender_addr, reason=verdict.reason)
+    return verdict.verified
+
+
+# -- the outcomes -------------------------------------------------------------
+
+def _new_ticket(
+    app: App,
+    session: Session,
+    mail: InboundEmail,
+    inbound: InboundMail,
+    classification: Classification,
+    resolution: Resolution,
+    now: datetime,
+    *,
+    subject: str,
+    escalation: str = "",
+    stranger_of: str = "",
+) -> Applied:
+    decided = classify_mail(subject, mail.text, mail.headers)
+    customer = _customer(app, mail.sender_addr)
+    plan = Plan(customer.plan) if customer else Plan(app.settings.sla.default_plan)
+    ticket = tickets.open_ticket(
+        app, session, mail, now,
+        subject=decided.subject,
+        priority=decided.priority,
+        priority_source=decided.priority_source.value,
+        category=decided.category.value,
+        plan=plan,
+        customer=customer.name if customer else "",
+        region=customer.region if customer else "",
+        subject_key=make_subject_key(decided.subject),
+        mentions=tuple(dict.fromkeys([*resolution.mentions, *([stranger_of] if stranger_of else [])])),
+        linked_to=resolution.linked_to or stranger_of,
+    )
+    body = extract_new_text(mail.text)
+    tickets.add_message(session, ticket, direction="inbound", kind="client", now=now, body=body,
+                        mail=mail, inbound_mail_id=inbound.id, subject=subject)
+    cfg = app.settings.outbound
+    may_answer = classification.no_auto_reply_reason is None
+    if escalation:
+        # The escalation acknowledgement replaces the plain confirmation.
+        escalate(app, session, ticket, mail, trigger=escalation, allowed=True, staff=False,
+                 body=body, now=now, send_client_ack=may_answer)
+    elif may_answer and mail.from_ is not None:
+        confirmation = notify.build(
+            app, ticket, "confirmation", now, [mail.from_],
+            in_reply_to=mail.message_id, references=mail.references,
+        )
+        row = outbox.enqueue(session, cfg, confirmation, now, ticket.id)
+        _record_outbound(session, ticket, confirmation, row, now)
+    else:
+        log(logger, logging.INFO, "no confirmation", message_id=mail.message_id,
+            ticket=ticket.reference, reason=classification.no_auto_reply_reason)
+    staff_mail = notify.build(
+        app, ticket, "staff_new_ticket", now, notify.team(app),
+        context={"body": body}, subject=f"{tag_for(ticket)} New: {ticket.subject}",
+    )
+    outbox.enqueue(session, cfg, staff_mail, now, ticket.id, rate_limited=False)
+    if ticket.category == "billing" and app.settings.helpdesk.billing_address:
+        billing = notify.build(
+            app, ticket, "staff_new_ticket", now,
+            [Address(app.settings.helpdesk.billing_address)], context={"body": body},
+            subject=f"{tag_for(ticket)} Billing: {ticket.subject}",
+        )
+        outbox.enqueue(session, cfg, billing, now, ticket.id, rate_limited=False)
+    return Applied("new_ticket", ticket.id, ticket.reference)
+
+
+def _client_reply(
+    app: App,
+    session: Session,
+    mail: InboundEmail,
+    inbound: InboundMail,
+    ticket: Ticket,
+    resolution: Resolution,
+    now: datetime,
+    subject: str,
+) -> Applied:
+    body = extract_new_text(mail.text)
+    tickets.add_message(session, ticket, direction="inbound", kind="client", now=now, body=body,
+                        mail=mail, inbound_mail_id=inbound.id, subject=subject)
+    tickets.add_participants(app, session, ticket, [*mail.cc, *mail.to], "cc")
+    actor = mail.sender_addr
+    if resolution.reopen or ticket.status in ("resolved", "closed"):
+        tickets.add_event(session, ticket, "reopened", actor, now)
+        tickets.set_status(app, session, ticket, "open", now, actor)
+    elif ticket.status == "pending":
+        # The client answered: the resolution clock runs again.
+        tickets.set_status(app, session, ticket, "open", now, actor)
+    notice = notify.build(
+        app, ticket, "staff_client_reply", now, _staff_recipients(app, ticket),
+        context={"body": body, "sender": actor},
+        subject=f"{tag_for(ticket)} Reply: {ticket.subject}",
+    )
+    outbox.enqueue(session, app.settings.outbound, notice, now, ticket.id, rate_limited=False)
+    return Applied("reply", ticket.id, ticket.reference)
+
+
+def _staff_mail(
+    app: App,
+    session: Session,
+    mail: InboundEmail,
+    inbound: InboundMail,
+    ticket: Ticket,
+    now: datetime,
+) -> Applied:
+    h = app.settings.helpdesk
+    new_text = extract_new_text(mail.text)
+    parsed = staff_commands.parse_commands(new_text)
+    actor = mail.sender_addr
+    if parsed.errors:
+        tickets.add_message(session, ticket, direction="inbound", kind="staff_rejected", now=now,
+                            body=new_text, mail=mail, inbound_mail_id=inbound.id)
+        reply = notify.build(
+            app, ticket, "command_error", now, [mail.from_ or Address(actor)],
+            context={"errors": list(parsed.errors)},
+            subject=f"{tag_for(ticket)} Not relayed: {ticket.subject}",
+        )
+        outbox.enqueue(session, app.settings.outbound, reply, now, ticket.id, rate_limited=False)
+        return Applied("staff_command_error", ticket.id, ticket.reference)
+    # Any verified staff action counts as acknowledging an escalation.
+    ticket.escalation_ack_due = None
+    to_note = any(a.addr == h.effective_note_address.lower() for a in mail.recipients)
+    explicit_status = _apply_commands(app, session, ticket, parsed.commands, actor, now)
+    body = parsed.remaining_text
+    if parsed.is_note or to_note:
+        tickets.add_message(session, ticket, direction="inbound", kind="note", now=now,
+                            body=body, mail=mail, inbound_mail_id=inbound.id)
+        return Applied("note", ticket.id, ticket.reference)
+    if not body.strip():
+        tickets.add_message(session, ticket, direction="inbound", kind="staff_command", now=now,
+                            body=new_text, mail=mail, inbound_mail_id=inbound.id)
+        return Applied("staff_commands", ticket.id, ticket.reference)
+    tickets.add_message(session, ticket, direction="inbound", kind="staff_reply", now=now,
+                        body=body, mail=mail, inbound_mail_id=inbound.id)
+    assert ticket.id is not None
+    people = tickets.participants(session, ticket.id)
+    requester = Address(ticket.requester_addr, ticket.requester_name)
+    cc = tuple(Address(p.addr, p.name) for p in people.values()
+               if p.role == "cc" and p.addr != ticket.requester_addr
+               and not is_staff_address(p.addr, h.staff))
+    last_client = _last_client_message_id(session, ticket)
+    staff_name = (mail.from_.name if mail.from_ and mail.from_.name else actor.split("@")[0])
+    relay = notify.build(
+        app, ticket, "reply_relay", now, [requester], cc=cc, automatic=False,
+        context={"body": body}, from_name=f"{staff_name} ({h.name})",
+        subject=tag_subject(ticket.subject, ticket.reference, reply=True),
+        in_reply_to=last_client,
+    )
+    row = outbox.enqueue(session, app.settings.outbound, relay, now, ticket.id)
+    _record_outbound(session, ticket, relay, row, now, kind="staff_reply_relay")
+    if ticket.first_response_at is None:
+        ticket.first_response_at = now
+    if not ticket.assignee:
+        ticket.assignee = actor
+    if not explicit_status:
+        tickets.set_status(app, session, ticket, "pending", now, actor)
+    tickets.recompute_sla(app, session, ticket, now)
+    return Applied("staff_reply", ticket.id, ticket.reference)
+
+
+def _auto_reply(
+    app: App,
+    session: Session,
+    mail: InboundEmail,
+    inbound: InboundMail,
+    resolution: Resolution,
+    now: datetime,
+) -> Applied:
+    """An out-of-office on a ticket is noted there and changes nothing else."""
+    ref = resolution.reference
+    ticket = tickets.get_by_reference(session, ref) if ref else None
+    if ticket is None:
+        return Applied("auto_reply", ignored=True)
+    tickets.add_event(session, ticket, "auto_reply", mail.sender_addr, now,
+                      subject=mail.subject[:200], message_id=mail.message_id)
+    return Applied("auto_reply", ticket.id, ticket.reference, ignored=True)
+
+
+def _bounce(
+    app: App, session: Session, mail: InboundEmail, classification: Classification, now: datetime
+) -> Applied:
+    bounce = classification.bounce
+    if bounce is None:
+        return Applied("bounce", ignored=True)
+    ticket = None
+    if bounce.original_message_id:
+        ticket = session.exec(
+            select(Ticket).join(Message, Message.ticket_id == Ticket.id)  # type: ignore[arg-type]
+            .where(Message.message_id == bounce.original_message_id)
+        ).first()
+    if ticket is None and bounce.original_message_id:
+        ref = parse_message_id(bounce.original_message_id, app.settings.helpdesk.support_domain,
+                               app.settings.helpdesk.secret)
+        ticket = tickets.get_by_reference(session, ref) if ref else None
+    days = app.settings.outbound.undeliverable_days
+    for rcpt in bounce.recipients:
+        if bounce.permanent:
+            until = now + timedelta(days=days)
+            row = session.get(Undeliverable, rcpt)
+            if row is None:
+                session.add(Undeliverable(addr=rcpt, until=until, reason=bounce.reason[:500]))
+            else:
+                row.until, row.reason = until, bounce.reason[:500]
+                session.add(row)
+        if ticket is not None:
+            tickets.add_event(session, ticket, "bounce", rcpt, now,
+                              text=f"delivery to {rcpt} failed: {bounce.reason}",
+                              permanent=bounce.permanent)
+            notice = notify.build(
+                app, ticket, "bounce_notice", now, _staff_recipients(app, ticket),
+                context={"recipient": rcpt, "reason": bounce.reason,
+                         "permanent": bounce.permanent,
+                         "until": (now + timedelta(days=days)).date().isoformat()},
+                subject=f"{tag_for(ticket)} Delivery failed: {rcpt}",
+            )
+            outbox.enqueue(session, app.settings.outbound, notice, now, ticket.id,
+                           rate_limited=False)
+    if ticket is None:
+        return Applied("bounce", ignored=True)
+    return Applied("bounce", ticket.id, ticket.reference, ignored=True)
+
+
+# -- staff commands -------------------------------------------------------------
+
+def _apply_commands(
+    app: App,
+    session: Session,
+    ticket: Ticket,
+    commands: tuple[staff_commands.Command, ...],
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Carry out validated commands; True when one of them set the status."""
+    explicit_status = False
+    for command in commands:
+        if command.verb == "status":
+            tickets.set_status(app, session, ticket, command.value, now, actor)
+            explicit_status = True
+        elif command.verb == "priority":
+            tickets.set_priority(app, session, ticket, Priority(command.value), now, actor)
+        elif command.verb == "assign":
+            assignee = actor if command.value == "me" else command.value.lower()
+            tickets.add_event(session, ticket, "assigned", actor, now,
+                              old=ticket.assignee, new=assignee)
+            ticket.assignee = assignee
+            session.add(ticket)
+        elif command.verb == "cc_add":
+            added = tickets.add_participants(app, session, ticket, [Address(command.value)], "cc")
+            if added:
+                tickets.add_event(session, ticket, "cc_added", actor, now, address=command.value)
+        elif command.verb == "cc_remove" and tickets.remove_participant(
+            session, ticket, command.value
+        ):
+            tickets.add_event(session, ticket, "cc_removed", actor, now, address=command.value)
+    return explicit_status
+
+
+# -- helpers ------------------------------------------------------------------
+
+def tag_for(ticket: Ticket) -> str:
+    return f"[{ticket.reference}]"
+
+
+def _staff_recipients(app: App, ticket: Ticket) -> tuple[Address, ...]:
+    if ticket.assignee:
+        return (Address(ticket.assignee),)
+    return notify.team(app)
+
+
+def _customer(app: App, addr: str):  # type: ignore[no-untyped-def]
+    domain = addr.rpartition("@")[2]
+    for customer in app.settings.customers:
+        if addr in (a.lower() for a in customer.addresses):
+            return customer
+    for customer in app.settings.customers:
+        if domain in (d.lower().lstrip("@") for d in customer.domains):
+            return customer
+    return None
+
+
+def _last_client_message_id(session: Session, ticket: Ticket) -> str:
+    row = session.exec(
+        select(Message.message_id)
+        .where(Message.ticket_id == ticket.id, Message.direction == "inbound",
+               Message.kind == "client")
+        .order_by(Message.id.desc())  # type: ignore[union-attr]
+    ).first()
+    return row or ""
+
+
+def _record_outbound(session: Session, ticket: Ticket, out: Outgoing, row: object,
+                     now: datetime, kind: str | None = None) -> None:
+    """Outbound mail to the client is part of the ticket's conversation, and
+    its Message-ID is how the client's reply finds its way back."""
+    tickets.add_message(
+        session, ticket, direction="outbound", kind=kind or out.purpose, now=now,
+        body=out.text, subject=out.subject, from_addr=out.envelope_from,
+        to=out.recipients, message_id=out.message_id,
+        outbox_id=getattr(row, "id", None),
+    )
+
+

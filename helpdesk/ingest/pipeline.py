@@ -1,0 +1,233 @@
+"""The per-message pipeline: store, parse, classify, resolve, apply, in one
+transaction per batch with a savepoint per message (I/O shell).
+
+A message that fails on its own is rolled back to its savepoint and
+quarantined with its raw bytes and the reason, and the batch carries on. A
+failure of the system (the database going away) aborts the whole batch, so
+nothing is acknowledged and everything is fetched again later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session, select
+
+from helpdesk.app import App
+from helpdesk.db import session_scope
+from helpdesk.errors import BadMessageError, SystemUnwellError
+from helpdesk.ingest import apply
+from helpdesk.ingest.classify import Kind, classify
+from helpdesk.ingest.inbound import InboundEmail
+from helpdesk.ingest.parse import parse_email
+from helpdesk.ingest.source import Fetched
+from helpdesk.logs import log
+from helpdesk.models import InboundMail, Quarantine
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    fetched: Fetched
+    status: str  # done | ignored | quarantined | duplicate
+    detail: str = ""
+    reference: str = ""
+
+    @property
+    def to_quarantine(self) -> bool:
+        return self.status == "quarantined"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    fetched: Fetched
+    mail: InboundEmail | None
+    error: str = ""
+
+
+def dedup_key(message_id: str, sha256: str) -> str:
+    """Message-ID plus content hash: the same mail fetched twice (a crash
+    before the acknowledgement, a UIDVALIDITY reset) is recognised."""
+    return hashlib.sha256(f"{message_id}\0{sha256}".encode()).hexdigest()
+
+
+def parse_fetched(item: Fetched) -> Parsed:
+    if item.too_large:
+        return Parsed(item, None, "too_large")
+    try:
+        return Parsed(item, parse_email(item.raw))
+    except BadMessageError as exc:
+        return Parsed(item, None, f"unparseable: {exc.reason}")
+    except Exception as exc:  # our own bug must not stop the batch either
+        return Parsed(item, None, f"parser crashed: {type(exc).__name__}: {exc}")
+
+
+class Pipeline:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def process(self, items: Sequence[Fetched]) -> list[Outcome]:
+        """Process a batch in one transaction. Raises SystemUnwellError when the
+        database fails; then nothing was committed and nothing may be acked."""
+        parsed = [parse_fetched(item) for item in items]
+        try:
+            with session_scope(self.app.engine) as session:
+                return [self._one(session, p) for p in parsed]
+        except (OperationalError, DBAPIError) as exc:
+            raise SystemUnwellError(f"database failed during a batch: {exc}") from exc
+
+    def _one(self, session: Session, parsed: Parsed) -> Outcome:
+        item = parsed.fetched
+        now = self.app.clock.now()
+        mail = parsed.mail
+        message_id = mail.message_id if mail else ""
+        sha = mail.sha256 if mail else hashlib.sha256(item.raw).hexdigest()
+        existing = self._existing(session, item, dedup_key(message_id, sha))
+        if existing is not None:
+            status = "quarantined" if existing.status == "quarantined" else "duplicate"
+            log(logger, logging.INFO, "already stored", message_id=message_id,
+                inbound_id=existing.id, status=existing.status)
+            return Outcome(item, status, "already stored")
+        inbound = InboundMail(
+            source=item.source,
+            uidvalidity=item.uidvalidity,
+            uid=item.uid,
+            message_id=message_id[:998],
+            sha256=sha,
+            dedup_key=dedup_key(message_id, sha),
+            size=len(item.raw),
+            raw=item.raw,
+            received_at=now,
+        )
+        session.add(inbound)
+        session.flush()
+        if mail is None:
+            return self._quarantine(session, item, inbound, parsed.error.split(":")[0],
+                                    parsed.error, now)
+        try:
+            with session.begin_nested():
+                result = self._apply(session, mail, inbound, now)
+        except BadMessageError as exc:
+            return self._quarantine(session, item, inbound, exc.reason, str(exc), now)
+        except (OperationalError, DBAPIError) as exc:
+            if _is_connection_error(exc):
+                raise
+            return self._quarantine(session, item, inbound, "apply_failed", repr(exc), now)
+        except Exception as exc:
+            logger.exception("message failed", extra={"message_id": message_id})
+            return self._quarantine(session, item, inbound, "apply_failed",
+                                    f"{type(exc).__name__}: {exc}", now)
+        inbound.status = "ignored" if result.ignored else "done"
+        inbound.outcome = result.outcome
+        inbound.ticket_id = result.ticket_id
+        session.add(inbound)
+        log(logger, logging.INFO, "message processed", message_id=message_id,
+            ticket=result.reference, outcome=result.outcome)
+        return Outcome(item, inbound.status, result.outcome, result.reference)
+
+    def _existing(self, session: Session, item: Fetched, key: str) -> InboundMail | None:
+        if item.uid is not None:
+            row = session.exec(
+                select(InboundMail).where(
+                    InboundMail.source == item.source,
+                    InboundMail.uidvalidity == item.uidvalidity,
+                    InboundMail.uid == item.uid,
+                )
+            ).first()
+            if row is not None:
+                return row
+        return session.exec(select(InboundMail).where(InboundMail.dedup_key == key)).first()
+
+    def _apply(self, session: Session, mail: InboundEmail, inbound: InboundMail,
+               now: datetime) -> apply.Applied:
+        app = self.app
+        h = app.settings.helpdesk
+        classification = classify(
+            mail,
+            max_size=h.max_message_size,
+            own_addresses=app.own_addresses,
+            own_domains=frozenset({h.support_domain}),
+            loop_value=h.loop_value,
+        )
+        if classification.kind is Kind.TOO_LARGE:
+            raise BadMessageError("too_large")
+        return apply.apply_mail(app, session, mail, inbound, classification, now)
+
+    def _quarantine(self, session: Session, item: Fetched, inbound: InboundMail, reason: str,
+                    detail: str, now: datetime) -> Outcome:
+        inbound.status = "quarantined"
+        inbound.outcome = reason[:32]
+        inbound.error = detail[:4000]
+        session.add(inbound)
+        session.add(Quarantine(inbound_mail_id=inbound.id or 0, reason=reason[:64],
+                               detail=detail[:4000], created_at=now))
+        log(logger, logging.WARNING, "message quarantined", message_id=inbound.message_id,
+            reason=reason, detail=detail[:200])
+        return Outcome(item, "quarantined", reason)
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    return bool(exc.connection_invalidated) or (isinstance(exc, OperationalError) and (
+        "database is locked" in str(exc) or "connection" in str(exc).lower()
+    ))
+
+
+def replay(app: App, quarantine_id: int | None) -> list[dict[str, object]]:
+    """Process held messages again (one, or all when ``quarantine_id`` is None).
+
+    Each replay runs in its own transaction; a message that fails again
+    stays held with the new reason.
+    """
+    with session_scope(app.engine) as session:
+        query = select(Quarantine.id).where(Quarantine.status == "held")
+        if quarantine_id is not None:
+            query = select(Quarantine.id).where(Quarantine.id == quarantine_id)
+        ids = list(session.exec(query).all())
+    if quarantine_id is not None and not ids:
+        raise BadMessageError(f"no quarantined message {quarantine_id}")
+    return [_replay_one(app, qid) for qid in ids if qid is not None]
+
+
+def _replay_one(app: App, quarantine_id: int) -> dict[str, object]:
+    pipeline = Pipeline(app)
+    now = app.clock.now()
+    with session_scope(app.engine) as session:
+        held = session.get(Quarantine, quarantine_id)
+        inbound = session.get(InboundMail, held.inbound_mail_id) if held else None
+        if held is None or inbound is None:
+            return {"id": quarantine_id, "status": "missing"}
+        if held.status != "held":
+            return {"id": quarantine_id, "status": held.status}
+        if held.reason == "too_large":
+            return {"id": quarantine_id, "status": "held",
+                    "detail": "only the headers were kept; raise max_message_size and move "
+                              "the message from the quarantine mailbox back to the inbox"}
+        parsed = parse_fetched(Fetched(inbound.source, "replay", inbound.raw))
+        if parsed.mail is None:
+            held.detail = parsed.error
+            session.add(held)
+            return {"id": quarantine_id, "status": "held", "detail": parsed.error}
+        try:
+            with session.begin_nested():
+                result = pipeline._apply(session, parsed.mail, inbound, now)
+        except Exception as exc:
+            held.detail = f"replay failed: {type(exc).__name__}: {exc}"[:4000]
+            session.add(held)
+            return {"id": quarantine_id, "status": "held", "detail": held.detail}
+        inbound.status = "ignored" if result.ignored else "done"
+        inbound.outcome = result.outcome
+        inbound.ticket_id = result.ticket_id
+        held.status = "replayed"
+        held.replayed_at = now
+        session.add(inbound)
+        session.add(held)
+        log(logger, logging.INFO, "quarantine replayed", message_id=inbound.message_id,
+            ticket=result.reference, outcome=result.outcome)
+        return {"id": quarantine_id, "status": "replayed", "outcome": result.outcome,
+                "reference": result.reference}

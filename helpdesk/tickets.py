@@ -1,0 +1,311 @@
+"""Ticket operations inside the caller's transaction (I/O shell over the DB).
+
+The decisions are made by the pure core (threading, SLA, escalation); these
+functions only write them down: rows, events, SLA deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import func, text
+from sqlmodel import Session, select
+
+from helpdesk.app import App
+from helpdesk.ingest.inbound import Address, Attachment, InboundEmail
+from helpdesk.models import (
+    AttachmentRow,
+    Blob,
+    Counter,
+    Event,
+    Message,
+    Notice,
+    Participant,
+    Ticket,
+)
+from helpdesk.sla.deadlines import Status as SlaStatus
+from helpdesk.sla.deadlines import StatusChange, Target, TicketClock, compute_sla
+from helpdesk.sla.notices import NoticeKey, NoticeKind, next_wakeup
+from helpdesk.sla.policy import Plan, Priority
+from helpdesk.threading.reference import format_reference
+
+STATUSES = ("new", "open", "pending", "resolved", "closed")
+
+
+def next_number(session: Session) -> int:
+    """The next ticket number. The UPDATE takes a row lock held to commit, so
+    concurrent daemons on PostgreSQL get distinct, gap-free numbers."""
+    row = session.exec(  # type: ignore[call-overload]
+        text("UPDATE counter SET value = value + 1 WHERE name = 'ticket' RETURNING value")
+    ).first()
+    if row is not None:
+        return int(row[0])
+    session.add(Counter(name="ticket", value=1))
+    session.flush()
+    return 1
+
+
+def get_by_reference(session: Session, reference: str) -> Ticket | None:
+    return session.exec(select(Ticket).where(Ticket.reference == reference.upper())).first()
+
+
+def participants(session: Session, ticket_id: int) -> dict[str, Participant]:
+    rows = session.exec(select(Participant).where(Participant.ticket_id == ticket_id)).all()
+    return {p.addr: p for p in rows}
+
+
+def add_participants(
+    app: App, session: Session, ticket: Ticket, people: Iterable[Address], role: str
+) -> list[str]:
+    """Add people who are not the helpdesk itself; returns the new addresses."""
+    assert ticket.id is not None
+    existing = participants(session, ticket.id)
+    added: list[str] = []
+    for person in people:
+        addr = person.addr.lower()
+        if not addr or addr in existing or addr in added or app.is_own_address(addr):
+            continue
+        session.add(Participant(ticket_id=ticket.id, addr=addr, name=person.name[:255], role=role))
+        added.append(addr)
+    return added
+
+
+def remove_participant(session: Session, ticket: Ticket, addr: str) -> bool:
+    assert ticket.id is not None
+    row = participants(session, ticket.id).get(addr.lower())
+    if row is None or row.role == "requester":
+        return False
+    session.delete(row)
+    return True
+
+
+def open_ticket(
+    app: App,
+    session: Session,
+    mail: InboundEmail,
+    now: datetime,
+    *,
+    subject: str,
+    priority: Priority,
+    priority_source: str,
+    category: str,
+    plan: Plan,
+    customer: str,
+    region: str,
+    subject_key: str,
+    mentions: Iterable[str] = (),
+    linked_to: str = "",
+) -> Ticket:
+    number = next_number(session)
+    requester = mail.from_ or Address("unknown@invalid")
+    ticket = Ticket(
+        number=number,
+        reference=format_reference(app.settings.helpdesk.reference_prefix, number),
+        subject=subject[:2000] or "(no subject)",
+        subject_key=subject_key[:255],
+        requester_addr=requester.addr,
+        requester_name=requester.name[:255],
+        status="new",
+        priority=priority.value,
+        priority_source=priority_source,
+        category=category,
+        plan=plan.value,
+        customer=customer,
+        region=region,
+        created_at=now,
+        updated_at=now,
+        mentions=",".join(mentions)[:255],
+        linked_to=linked_to,
+    )
+    session.add(ticket)
+    session.flush()
+    add_participants(app, session, ticket, [requester], "requester")
+    add_participants(app, session, ticket, [*mail.to, *mail.cc], "cc")
+    add_event(session, ticket, "created", requester.addr, now, priority_source=priority_source)
+    if linked_to:
+        add_event(session, ticket, "linked", requester.addr, now, to=linked_to)
+    for ref in mentions:
+        add_event(session, ticket, "mentions", requester.addr, now, reference=ref)
+    recompute_sla(app, session, ticket, now)
+    return ticket
+
+
+def add_event(
+    session: Session, ticket: Ticket | None, kind: str, actor: str, now: datetime, **detail: object
+) -> Event:
+    event = Event(
+        ticket_id=ticket.id if ticket else None,
+        kind=kind,
+        actor=actor[:320],
+        detail=json.dumps(detail, default=str, ensure_ascii=False),
+        created_at=now,
+    )
+    session.add(event)
+    return event
+
+
+def add_message(
+    session: Session,
+    ticket: Ticket,
+    *,
+    direction: str,
+    kind: str,
+    now: datetime,
+    body: str,
+    mail: InboundEmail | None = None,
+    inbound_mail_id: int | None = None,
+    subject: str = "",
+    from_addr: str = "",
+    from_name: str = "",
+    to: Iterable[str] = (),
+    cc: Iterable[str] = (),
+    message_id: str = "",
+    in_reply_to: str = "",
+    references: Iterable[str] = (),
+    outbox_id: int | None = None,
+) -> Message:
+    assert ticket.id is not None
+    if mail is not None:
+        from_addr = from_addr or mail.sender_addr
+        from_name = from_name or (mail.from_.name if mail.from_ else "")
+        to = to or [a.addr for a in mail.to]
+        cc = cc or [a.addr for a in mail.cc]
+        message_id = message_id or mail.message_id
+        in_reply_to = in_reply_to or " ".join(mail.in_reply_to)
+        references = references or mail.references
+        subject = subject or mail.subject
+    message = Message(
+        ticket_id=ticket.id,
+        direction=direction,
+        kind=kind,
+        from_addr=from_addr[:320],
+        from_name=from_name[:255],
+        to_addrs="\n".join(to),
+        cc_addrs="\n".join(cc),
+        message_id=message_id[:998],
+        in_reply_to=in_reply_to,
+        references="\n".join(references),
+        subject=subject,
+        body=body,
+        inbound_mail_id=inbound_mail_id,
+        outbox_id=outbox_id,
+        created_at=now,
+    )
+    session.add(message)
+    session.flush()
+    if mail is not None:
+        store_attachments(session, message, mail.attachments)
+    ticket.updated_at = now
+    session.add(ticket)
+    return message
+
+
+def store_attachments(session: Session, message: Message, items: Iterable[Attachment]) -> None:
+    """Content-addressed: the bytes go to ``blob`` once per hash, and the
+    sender's filename stays a column value, never a path."""
+    assert message.id is not None
+    for item in items:
+        if session.get(Blob, item.sha256) is None:
+            session.add(Blob(sha256=item.sha256, size=item.size, data=item.payload))
+            session.flush()
+        session.add(
+            AttachmentRow(
+                message_id=message.id,
+                sha256=item.sha256,
+                filename=item.filename,
+                content_type=item.content_type,
+                size=item.size,
+            )
+        )
+
+
+def set_status(
+    app: App, session: Session, ticket: Ticket, status: str, now: datetime, actor: str
+) -> bool:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    if ticket.status == status:
+        return False
+    old = ticket.status
+    ticket.status = status
+    ticket.updated_at = now
+    if status == "resolved":
+        ticket.resolved_at = now
+    if status == "closed":
+        ticket.closed_at = now
+    if status in ("new", "open", "pending"):
+        ticket.resolved_at = None
+        ticket.closed_at = None
+    session.add(ticket)
+    add_event(session, ticket, "status", actor, now, old=old, new=status)
+    session.flush()
+    recompute_sla(app, session, ticket, now)
+    return True
+
+
+def set_priority(
+    app: App, session: Session, ticket: Ticket, priority: Priority, now: datetime, actor: str,
+    source: str = "staff",
+) -> bool:
+    if ticket.priority == priority.value:
+        return False
+    add_event(session, ticket, "priority", actor, now, old=ticket.priority, new=priority.value)
+    ticket.priority = priority.value
+    ticket.priority_source = source
+    ticket.updated_at = now
+    session.add(ticket)
+    session.flush()
+    recompute_sla(app, session, ticket, now)
+    return True
+
+
+def status_history(session: Session, ticket: Ticket) -> tuple[StatusChange, ...]:
+    assert ticket.id is not None
+    events = session.exec(
+        select(Event)
+        .where(Event.ticket_id == ticket.id, Event.kind == "status")
+        .order_by(Event.created_at, Event.id)  # type: ignore[arg-type]
+    ).all()
+    changes: list[StatusChange] = []
+    for event in events:
+        new = json.loads(event.detail or "{}").get("new")
+        if new in STATUSES:
+            at = max(event.created_at, ticket.created_at)
+            changes.append(StatusChange(at=at, status=SlaStatus(new)))
+    return tuple(changes)
+
+
+def sent_notices(session: Session, ticket: Ticket) -> set[NoticeKey]:
+    assert ticket.id is not None
+    rows = session.exec(select(Notice).where(Notice.ticket_id == ticket.id)).all()
+    keys: set[NoticeKey] = set()
+    for row in rows:
+        if row.target in (t.value for t in Target):
+            keys.add(NoticeKey(Target(row.target), NoticeKind(row.kind), row.cycle))
+    return keys
+
+
+def recompute_sla(app: App, session: Session, ticket: Ticket, now: datetime) -> None:
+    """Keep ``first_response_due``, ``resolution_due`` and ``next_sla_at``
+    current: a pure function of the policy and the ticket's history."""
+    clock = TicketClock(
+        created_at=ticket.created_at,
+        priority=Priority(ticket.priority),
+        plan=Plan(ticket.plan),
+        status_changes=status_history(session, ticket),
+        first_public_reply_at=ticket.first_response_at,
+    )
+    state = compute_sla(clock, app.policy)
+    ticket.first_response_due = state.first_response.due_at
+    ticket.resolution_due = state.resolution.due_at
+    ticket.sla_cycle = state.resolution.cycle
+    sla_next = next_wakeup(state, sent_notices(session, ticket) if ticket.id else set())
+    candidates = [t for t in (sla_next, ticket.escalation_ack_due) if t is not None]
+    ticket.next_sla_at = min(candidates) if candidates else None
+    session.add(ticket)
+
+
+def ticket_count(session: Session) -> int:
+    return int(session.exec(select(func.count()).select_from(Ticket)).one())
