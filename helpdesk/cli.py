@@ -1,0 +1,335 @@
+"""The ``helpdesk`` command (I/O shell). JSON output is for scripts: keep it stable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, select
+
+from helpdesk import db, logs, outbox
+from helpdesk.app import App
+from helpdesk.errors import ConfigError, HelpdeskError, SchemaOutdatedError
+from helpdesk.models import Event, InboundMail, Message, Outbox, Quarantine, Ticket
+from helpdesk.settings import Settings, load_settings, mask_url, masked, resolve_config_path
+
+EX_OK = 0
+EX_USAGE = 64
+EX_CONFIG = 78
+EX_TEMPFAIL = 75
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(_config_path(args), os.environ)
+    except ConfigError as exc:
+        print(f"helpdesk: configuration error: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.command == "ingest" else EX_CONFIG
+    logs.configure(settings.helpdesk.log_level, settings.helpdesk.log_format)
+    if args.command == "check-config":
+        print(json.dumps(masked(settings), indent=2, default=str))
+        return EX_OK
+    try:
+        app = App.create(settings)
+    except ConfigError as exc:
+        print(f"helpdesk: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        handler = _HANDLERS[args.command]
+        return handler(app, args)
+    except SchemaOutdatedError as exc:
+        print(f"helpdesk: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.command == "ingest" else EX_CONFIG
+    except HelpdeskError as exc:
+        print(f"helpdesk: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.command == "ingest" else 1
+    finally:
+        app.dispose()
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    path = resolve_config_path(args.config, os.environ)
+    if args.config is None and not os.environ.get("HELPDESK_CONFIG") and not path.exists():
+        return None  # embedded defaults
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="helpdesk", description="Email-driven helpdesk daemon.")
+    p.add_argument("--config", help="TOML file (default: $HELPDESK_CONFIG or config/helpdesk.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--once", action="store_true", help="process what is waiting, then exit")
+    sub.add_parser("check-config", help="validate and print the configuration, secrets masked")
+    dbp = sub.add_parser("db", help="database schema")
+    dbp.add_argument("action", choices=["upgrade", "status"])
+    ing = sub.add_parser("ingest", help="store one RFC 5322 message (MTA delivery)")
+    ing.add_argument("file", nargs="?", default="-")
+    q = sub.add_parser("quarantine", help="messages that could not be processed")
+    q.add_argument("action", choices=["list", "show", "replay"])
+    q.add_argument("id", nargs="?", type=int)
+    q.add_argument("--all", action="store_true")
+    q.add_argument("--json", action="store_true")
+    t = sub.add_parser("tickets", help="list or show tickets")
+    t.add_argument("action", choices=["list", "show"])
+    t.add_argument("reference", nargs="?")
+    t.add_argument("--status")
+    t.add_argument("--json", action="store_true")
+    o = sub.add_parser("outbox", help="outgoing mail")
+    o.add_argument("action", choices=["list", "retry"])
+    o.add_argument("id", nargs="?", type=int)
+    o.add_argument("--status")
+    o.add_argument("--failed", action="store_true")
+    o.add_argument("--json", action="store_true")
+    return p
+
+
+def _ready(app: App) -> None:
+    db.ensure_schema(app.engine, app.settings.database)
+
+
+# -- commands -----------------------------------------------------------------
+
+def cmd_run(app: App, args: argparse.Namespace) -> int:
+    from helpdesk.daemon import Daemon
+
+    _ready(app)
+    daemon = Daemon(app)
+    if args.once:
+        outcomes = asyncio.run(daemon.once())
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        print(json.dumps({"processed": len(outcomes), **counts}))
+        return EX_OK
+    _print_banner(app.settings)
+    asyncio.run(daemon.run())
+    return EX_OK
+
+
+def _print_banner(s: Settings) -> None:
+    for src in s.inbound:
+        where = src.path if src.kind == "maildir" else f"imap://{src.host}:{src.port}/{src.mailbox}"
+        print(f"helpdesk: reading mail from {where}", file=sys.stderr)
+    out = s.outbound.path if s.outbound.kind == "maildir" else f"smtp://{s.outbound.host}"
+    print(f"helpdesk: sending mail to {out}; tickets in {mask_url(s.database.url)}",
+          file=sys.stderr)
+
+
+def cmd_db(app: App, args: argparse.Namespace) -> int:
+    if args.action == "upgrade":
+        db.upgrade(app.engine)
+    print(json.dumps({"current": db.current_revision(app.engine),
+                      "head": db.head_revision(app.engine)}))
+    return EX_OK
+
+
+def cmd_ingest(app: App, args: argparse.Namespace) -> int:
+    """Exit 0 once stored (ticket, reply or quarantine); 75 so the MTA retries."""
+    from helpdesk.ingest.pipeline import Pipeline
+    from helpdesk.ingest.source import Fetched
+
+    limit = app.settings.helpdesk.max_message_size
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+        with stream:
+            raw = stream.read(limit + 1)
+    except OSError as exc:
+        print(f"helpdesk: cannot read {args.file}: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.file == "-" else EX_USAGE
+    item = Fetched("pipe", "-", raw[:limit], too_large=len(raw) > limit)
+    try:
+        _ready(app)
+        (outcome,) = Pipeline(app).process([item])
+    except Exception as exc:  # anything but "stored" must make the MTA retry
+        print(f"helpdesk: not stored, try again later: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    print(json.dumps({"status": outcome.status, "detail": outcome.detail,
+                      "reference": outcome.reference}))
+    return EX_OK
+
+
+def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
+    from helpdesk.ingest.pipeline import replay
+
+    _ready(app)
+    with Session(app.engine) as session:
+        if args.action == "list":
+            rows = session.exec(select(Quarantine, InboundMail)
+                                .join(InboundMail, InboundMail.id == Quarantine.inbound_mail_id)  # type: ignore[arg-type]
+                                .order_by(Quarantine.id)).all()  # type: ignore[arg-type]
+            items = [_quarantine_json(q, m) for q, m in rows]
+            _emit(items, args.json, ("id", "status", "reason", "message_id", "created_at"))
+            return EX_OK
+        if args.action == "show":
+            if args.id is None:
+                raise HelpdeskError("quarantine show needs an ID")
+            q = session.get(Quarantine, args.id)
+            if q is None:
+                raise HelpdeskError(f"no quarantined message {args.id}")
+            m = session.get(InboundMail, q.inbound_mail_id)
+            assert m is not None
+            data = _quarantine_json(q, m) | {"detail": q.detail,
+                                             "raw": m.raw.decode("utf-8", "replace")[:20000]}
+            print(json.dumps(data, indent=2))
+            return EX_OK
+    if args.id is None and not args.all:
+        raise HelpdeskError("quarantine replay needs an ID or --all")
+    results = replay(app, None if args.all else args.id)
+    print(json.dumps(results, indent=2))
+    return EX_OK
+
+
+def _quarantine_json(q: Quarantine, m: InboundMail) -> dict[str, Any]:
+    return {"id": q.id, "status": q.status, "reason": q.reason, "message_id": m.message_id,
+            "source": m.source, "size": m.size, "created_at": _iso(q.created_at)}
+
+
+def cmd_tickets(app: App, args: argparse.Namespace) -> int:
+    from helpdesk.tickets import get_by_reference
+
+    _ready(app)
+    with Session(app.engine) as session:
+        if args.action == "list":
+            query = select(Ticket).order_by(Ticket.id)  # type: ignore[arg-type]
+            if args.status:
+                query = query.where(Ticket.status == args.status)
+            items = [ticket_json(t) for t in session.exec(query).all()]
+            _emit(items, args.json, ("reference", "status", "priority", "requester", "subject"))
+            return EX_OK
+        if not args.reference:
+            raise HelpdeskError("tickets show needs a reference")
+        ticket = get_by_reference(session, args.reference)
+        if ticket is None:
+            raise HelpdeskError(f"no ticket {args.reference}")
+        data = ticket_detail_json(session, ticket)
+        if args.json:
+            print(json.dumps(data, indent=2, ensure_ascii=False))
+        else:
+            _print_ticket(data)
+        return EX_OK
+
+
+def ticket_json(t: Ticket) -> dict[str, Any]:
+    return {
+        "reference": t.reference,
+        "subject": t.subject,
+        "requester": t.requester_addr,
+        "requester_name": t.requester_name,
+        "status": t.status,
+        "priority": t.priority,
+        "priority_source": t.priority_source,
+        "category": t.category,
+        "plan": t.plan,
+        "assignee": t.assignee,
+        "escalated": t.escalated,
+        "escalation_level": t.escalation_level,
+        "escalation_manager": t.escalation_manager,
+        "created_at": _iso(t.created_at),
+        "updated_at": _iso(t.updated_at),
+        "first_response_at": _iso(t.first_response_at),
+        "first_response_due": _iso(t.first_response_due),
+        "resolution_due": _iso(t.resolution_due),
+        "linked_to": t.linked_to,
+        "mentions": [m for m in t.mentions.split(",") if m],
+    }
+
+
+def ticket_detail_json(session: Session, t: Ticket) -> dict[str, Any]:
+    from helpdesk.tickets import participants
+
+    assert t.id is not None
+    messages = session.exec(select(Message).where(Message.ticket_id == t.id)
+                            .order_by(Message.id)).all()  # type: ignore[arg-type]
+    events = session.exec(select(Event).where(Event.ticket_id == t.id)
+                          .order_by(Event.id)).all()  # type: ignore[arg-type]
+    return ticket_json(t) | {
+        "participants": [{"address": p.addr, "name": p.name, "role": p.role}
+                         for p in participants(session, t.id).values()],
+        "messages": [
+            {
+                "direction": m.direction,
+                "kind": m.kind,
+                "from": m.from_addr,
+                "to": [a for a in m.to_addrs.split("\n") if a],
+                "cc": [a for a in m.cc_addrs.split("\n") if a],
+                "subject": m.subject,
+                "body": m.body,
+                "message_id": m.message_id,
+                "created_at": _iso(m.created_at),
+            }
+            for m in messages
+        ],
+        "events": [
+            {"kind": e.kind, "actor": e.actor, "detail": json.loads(e.detail or "{}"),
+             "created_at": _iso(e.created_at)}
+            for e in events
+        ],
+    }
+
+
+def _print_ticket(data: dict[str, Any]) -> None:
+    for key in ("reference", "subject", "requester", "status", "priority", "category", "plan",
+                "assignee", "first_response_due", "resolution_due", "escalated"):
+        print(f"{key:>20}: {data[key]}")
+    for m in data["messages"]:
+        print(f"\n--- {m['created_at']} {m['direction']} {m['kind']} from {m['from']}")
+        print(m["body"])
+
+
+def cmd_outbox(app: App, args: argparse.Namespace) -> int:
+    _ready(app)
+    now = app.clock.now()
+    if args.action == "retry":
+        if args.id is None and not args.failed:
+            raise HelpdeskError("outbox retry needs an ID or --failed")
+        with db.session_scope(app.engine) as session:
+            n = outbox.retry(session, now, None if args.failed else args.id)
+        print(json.dumps({"requeued": n}))
+        return EX_OK
+    with Session(app.engine) as session:
+        query = select(Outbox).order_by(Outbox.id)  # type: ignore[arg-type]
+        if args.status:
+            query = query.where(Outbox.status == args.status)
+        items = [
+            {"id": r.id, "status": r.status, "purpose": r.purpose, "to": r.rcpt,
+             "automatic": r.automatic, "attempts": r.attempts, "message_id": r.message_id,
+             "last_error": r.last_error, "created_at": _iso(r.created_at),
+             "sent_at": _iso(r.sent_at)}
+            for r in session.exec(query).all()
+        ]
+    _emit(items, args.json, ("id", "status", "purpose", "to", "attempts", "last_error"))
+    return EX_OK
+
+
+def _emit(items: list[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:
+    if as_json:
+        print(json.dumps(items, indent=2, ensure_ascii=False))
+        return
+    widths = {c: max([len(c), *(len(str(i.get(c, ""))[:60]) for i in items)]) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for item in items:
+        print("  ".join(str(item.get(c, ""))[:60].ljust(widths[c]) for c in columns))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+_HANDLERS = {
+    "run": cmd_run,
+    "db": cmd_db,
+    "ingest": cmd_ingest,
+    "quarantine": cmd_quarantine,
+    "tickets": cmd_tickets,
+    "outbox": cmd_outbox,
+}

@@ -1,0 +1,189 @@
+"""The daemon: every inbound source, the outbox sender and the periodic jobs
+in one asyncio process (I/O shell).
+
+SIGTERM/SIGINT set the stop event: the batch in hand is finished, committed
+and acknowledged, then the process exits. Network failures reconnect with
+exponential backoff and jitter; nothing is acknowledged before its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from helpdesk.app import App
+from helpdesk.errors import SystemUnwellError
+from helpdesk.ingest.imap import ImapSource
+from helpdesk.ingest.maildir import MaildirSource
+from helpdesk.ingest.pipeline import Outcome, Pipeline
+from helpdesk.ingest.source import Acknowledgement, Source
+from helpdesk.logs import log
+from helpdesk.sender import OutboxSender
+from helpdesk.settings import InboundSettings
+from helpdesk.sla.tick import SlaTicker, next_due
+
+logger = logging.getLogger(__name__)
+HEADROOM = 1024 * 1024  # fetch limit above max_message_size, to see what is too large
+
+
+def make_source(app: App, cfg: InboundSettings) -> Source:
+    limit = cfg.max_fetch_bytes or app.settings.helpdesk.max_message_size + HEADROOM
+    if cfg.kind == "imap":
+        return ImapSource(cfg, limit)
+    return MaildirSource(cfg.path, limit, poll_interval=min(cfg.poll_interval, 1.0))
+
+
+class Ingester:
+    """Fetch, process, acknowledge, wait: for one source, forever."""
+
+    def __init__(self, app: App, cfg: InboundSettings, source: Source | None = None,
+                 on_batch: Callable[[], None] | None = None) -> None:
+        self.app = app
+        self.cfg = cfg
+        self.source = source or make_source(app, cfg)
+        self.pipeline = Pipeline(app)
+        self.on_batch = on_batch
+        self.rng = random.Random()
+        self._opened = False
+
+    async def _ensure_open(self) -> None:
+        if not self._opened or not getattr(self.source, "is_open", True):
+            await self.source.open()
+            self._opened = True
+
+    async def drain(self, stop: asyncio.Event | None = None) -> list[Outcome]:
+        """Process everything waiting now; returns the outcomes."""
+        results: list[Outcome] = []
+        await self._ensure_open()
+        while stop is None or not stop.is_set():
+            batch = await self.source.fetch(self.cfg.batch_size)
+            if not batch:
+                break
+            outcomes = await asyncio.to_thread(self.pipeline.process, batch)
+            await self.source.acknowledge(Acknowledgement(
+                processed=tuple(o.fetched for o in outcomes if not o.to_quarantine),
+                quarantined=tuple(o.fetched for o in outcomes if o.to_quarantine),
+            ))
+            results.extend(outcomes)
+            if self.on_batch is not None:
+                self.on_batch()
+            if len(batch) < self.cfg.batch_size:
+                break
+        return results
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self.drain(stop)
+                failures = 0
+                if stop.is_set():
+                    break
+                await _until_stop(stop, self.source.wait(self.cfg.poll_interval))
+            except (SystemUnwellError, OSError, TimeoutError) as exc:
+                failures += 1
+                self._opened = False
+                delay = min(60.0, 0.5 * 2 ** min(failures, 7)) * self.rng.uniform(0.5, 1.0)
+                log(logger, logging.WARNING, "source failed; reconnecting",
+                    source=self.source.key, error=str(exc)[:300], retry_in=round(delay, 2))
+                try:
+                    await self.source.close()
+                except Exception:
+                    pass
+                await _sleep_or_stop(stop, delay)
+        await self.source.close()
+
+
+async def _until_stop(stop: asyncio.Event, waiting: Awaitable[None]) -> None:
+    wait_task = asyncio.ensure_future(waiting)
+    stop_task = asyncio.ensure_future(stop.wait())
+    done, pending = await asyncio.wait({wait_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+    if wait_task in done:
+        wait_task.result()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+class Daemon:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.sender = OutboxSender(app.engine, app.settings.outbound, app.clock)
+        self.ingesters = [
+            Ingester(app, cfg, on_batch=self.sender.wakeup.set) for cfg in app.settings.inbound
+        ]
+        self.ticker = SlaTicker(app)
+        self.periodic: list[Callable[[], Awaitable[object]]] = [self.sla_pass]
+        self.scheduler: AsyncIOScheduler | None = None
+
+    async def sla_pass(self) -> int:
+        """One SLA pass; then plan a one-shot wake-up at the next deadline so a
+        notice goes out within seconds of its time, not at the next interval."""
+        try:
+            sent = await asyncio.to_thread(self.ticker.run_pass)
+        except Exception:
+            logger.exception("sla pass failed")
+            return 0
+        if sent:
+            self.sender.wakeup.set()
+        if self.scheduler is not None:
+            upcoming = await asyncio.to_thread(next_due, self.app)
+            if upcoming is not None:
+                # The app clock may be shifted (tests); the scheduler runs on real time.
+                real = datetime.now(UTC) + (upcoming - self.app.clock.now())
+                self.scheduler.add_job(self.sla_pass, "date", run_date=real, id="sla-wakeup",
+                                       replace_existing=True, misfire_grace_time=None)
+        return sent
+
+    async def once(self) -> list[Outcome]:
+        """Take everything waiting, process it, run one pass of each periodic
+        job, send what is due, and return."""
+        outcomes: list[Outcome] = []
+        for ingester in self.ingesters:
+            outcomes.extend(await ingester.drain())
+            await ingester.source.close()
+        for job in self.periodic:
+            await job()
+        while await self.sender.send_due():
+            pass
+        await self.sender.transport.close()
+        return outcomes
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        log(logger, logging.INFO, "daemon started",
+            sources=",".join(i.source.key for i in self.ingesters))
+        tasks = [asyncio.create_task(i.run(stop)) for i in self.ingesters]
+        tasks.append(asyncio.create_task(self.sender.run(stop)))
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        # First run at start: notices whose time passed while we were down go now.
+        self.scheduler.add_job(self.sla_pass, "interval", seconds=self.app.settings.sla.interval,
+                               id="sla", next_run_time=datetime.now(UTC), coalesce=True,
+                               max_instances=1)
+        self.scheduler.start()
+        await stop.wait()
+        self.scheduler.shutdown(wait=False)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log(logger, logging.INFO, "daemon stopped")
