@@ -1,0 +1,30 @@
+# The README's two commands. Both work on a fresh Debian machine.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test venv lint bench
+
+$(BIN)/helpdesk: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/helpdesk
+
+run: venv
+	$(BIN)/helpdesk db upgrade >/dev/null
+	@echo "Drop mail (RFC 5322 files) into var/mail/new/ ; replies appear in var/sent/new/ ;"
+	@echo "tickets: $(BIN)/helpdesk tickets list"
+	$(BIN)/helpdesk run
+
+test: venv
+	bash scripts/test-deps.sh
+	$(BIN)/ruff check helpdesk tests bench
+	$(BIN)/mypy helpdesk
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: venv
+	bash scripts/test-deps.sh
+	$(BIN)/python -m bench.run_all

@@ -1,0 +1,108 @@
+"""The embedded default end to end: Maildir in, SQLite, Maildir out, via the CLI."""
+
+from __future__ import annotations
+
+import email
+import mailbox
+from email.policy import default
+from pathlib import Path
+
+from tests.support.config import cli, cli_json, write_config
+from tests.support.mail import make_mail
+
+
+def _deliver(tmp_path: Path, *raws: bytes) -> None:
+    box = mailbox.Maildir(str(tmp_path / "mail"), create=True)
+    for raw in raws:
+        box.add(raw)
+
+
+def _sent(tmp_path: Path) -> list[email.message.EmailMessage]:
+    folder = tmp_path / "sent" / "new"
+    return [
+        email.message_from_bytes(p.read_bytes(), policy=default)  # type: ignore[misc]
+        for p in sorted(folder.iterdir())
+    ] if folder.exists() else []
+
+
+def test_new_mail_becomes_ticket_with_confirmation(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _deliver(tmp_path, make_mail(subject="Printer is broken", message_id="<m1@client.test>"),
+             make_mail(sender="dan@client.test", subject="[High] VPN down",
+                       message_id="<m2@client.test>"))
+    code, out, err = cli(config, "run", "--once")
+    assert code == 0, err
+
+    listed = cli_json(config, "tickets", "list")
+    assert [t["reference"] for t in listed] == ["HD-000001", "HD-000002"]
+    assert listed[1]["priority"] == "high"
+    assert listed[1]["subject"] == "VPN down"
+    assert all(t["first_response_due"] for t in listed)
+
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    inbound = [m for m in shown["messages"] if m["direction"] == "inbound"]
+    assert inbound[0]["message_id"] == "m1@client.test"
+    assert "printer on floor 2" in inbound[0]["body"]
+
+    sent = _sent(tmp_path)
+    confirmations = [m for m in sent if m["To"] and "carol@client.test" in m["To"]]
+    assert len(confirmations) == 1
+    conf = confirmations[0]
+    assert conf["Subject"] == "[HD-000001] Printer is broken"
+    assert conf["Auto-Submitted"] == "auto-replied"
+    assert conf["In-Reply-To"] == "<m1@client.test>"
+    assert conf["Reply-To"].addresses[0].addr_spec.startswith("support+HD-000001.")
+    text = conf.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "HD-000001" in text and "Medium" in text and "First response" in text
+    # The inbox is empty and both mails are kept in the Processed folder.
+    assert not list((tmp_path / "mail" / "new").iterdir())
+    assert len(list((tmp_path / "mail" / ".Processed" / "cur").iterdir())) == 2
+
+
+def test_running_twice_does_not_duplicate(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    raw = make_mail(message_id="<same@client.test>")
+    _deliver(tmp_path, raw)
+    assert cli(config, "run", "--once")[0] == 0
+    # The same bytes arrive again (a crash before the acknowledgement).
+    _deliver(tmp_path, raw)
+    assert cli(config, "run", "--once")[0] == 0
+    assert len(cli_json(config, "tickets", "list")) == 1
+
+
+def test_reply_to_confirmation_threads(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _deliver(tmp_path, make_mail(message_id="<orig@client.test>"))
+    cli(config, "run", "--once")
+    conf = _sent(tmp_path)[0] if "carol" in str(_sent(tmp_path)[0]["To"]) else _sent(tmp_path)[1]
+    reply = make_mail(subject="Re: something else entirely", body="Any news?\n",
+                      message_id="<reply@client.test>", in_reply_to=conf["Message-ID"],
+                      references=f"<orig@client.test> {conf['Message-ID']}")
+    _deliver(tmp_path, reply)
+    cli(config, "run", "--once")
+    tickets = cli_json(config, "tickets", "list")
+    assert len(tickets) == 1
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    bodies = [m["body"] for m in shown["messages"] if m["direction"] == "inbound"]
+    assert bodies[-1].strip() == "Any news?"
+
+
+def test_empty_message_is_quarantined_and_next_processed(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _deliver(tmp_path, b"\r\n\r\n", make_mail(message_id="<after@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    held = cli_json(config, "quarantine", "list")
+    assert len(held) == 1 and held[0]["reason"] == "unparseable"
+    assert len(cli_json(config, "tickets", "list")) == 1
+    assert len(list((tmp_path / "mail" / ".Quarantine" / "cur").iterdir())) == 1
+
+
+def test_pipe_ingest_exit_codes(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    raw_path = tmp_path / "in.eml"
+    raw_path.write_bytes(make_mail(message_id="<pipe@client.test>"))
+    code, out, _ = cli(config, "ingest", str(raw_path))
+    assert code == 0 and '"HD-000001"' in out
+    # A database that cannot be reached: the MTA must retry (EX_TEMPFAIL).
+    broken = write_config(tmp_path, db_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert cli(broken, "ingest", str(raw_path))[0] == 75

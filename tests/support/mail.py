@@ -1,0 +1,37 @@
+"""Build test mail with the email library (never by string pasting)."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from datetime import UTC, datetime
+
+
+def make_mail(
+    sender: str = "Carol Client <carol@client.test>",
+    to: str = "support@example.test",
+    subject: str = "Printer is broken",
+    body: str = "Hello,\nthe printer on floor 2 is broken.\nCarol\n",
+    message_id: str | None = None,
+    cc: str | None = None,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    headers: dict[str, str] | None = None,
+    date: datetime | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    if cc:
+        msg["Cc"] = cc
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date or datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
+    msg["Message-ID"] = message_id or make_msgid(domain="client.test")
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body)
+    return msg.as_bytes()
