@@ -164,10 +164,12 @@ class ImapSource:
         response = await client.uid_search(criteria, charset=None)
         _check(response, "UID SEARCH")
         uids: list[int] = []
-        for line in response.lines:
-            if isinstance(line, (bytes, bytearray)) and line.startswith(b"SEARCH"):
-                uids.extend(int(tok) for tok in line.split()[1:] if tok.isdigit())
-        return sorted(uids)
+        # aioimaplib hands back the untagged "* SEARCH 1 2 3" as b"1 2 3" and
+        # the tagged status text last; only the untagged lines hold UIDs.
+        for line in response.lines[:-1]:
+            if isinstance(line, (bytes, bytearray)):
+                uids.extend(int(tok) for tok in bytes(line).split() if tok.isdigit())
+        return sorted(set(uids))
 
     async def fetch(self, limit: int) -> list[Fetched]:
         try:

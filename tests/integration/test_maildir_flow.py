@@ -106,3 +106,22 @@ def test_pipe_ingest_exit_codes(tmp_path: Path) -> None:
     # A database that cannot be reached: the MTA must retry (EX_TEMPFAIL).
     broken = write_config(tmp_path, db_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert cli(broken, "ingest", str(raw_path))[0] == 75
+
+
+def test_outdated_schema_is_refused_with_the_fix(pg_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, db_url=pg_url, auto_upgrade=False)
+    code, _, err = cli(config, "tickets", "list")
+    assert code == 78 and "helpdesk db upgrade" in err
+    code, out, _ = cli(config, "db", "upgrade")
+    assert code == 0 and '"current": "0001"' in out
+    assert cli(config, "tickets", "list")[0] == 0
+
+
+def test_check_config_masks_secrets(tmp_path: Path) -> None:
+    config = write_config(tmp_path, helpdesk={"secret": "very-secret-token"})
+    code, out, _ = cli(config, "check-config")
+    assert code == 0 and "very-secret-token" not in out and "********" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[outbound]\nport = "twenty-five"\n')
+    code, _, err = cli(bad, "run", "--once")
+    assert code == 78 and "outbound.port" in err and "whole number" in err

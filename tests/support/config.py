@@ -30,6 +30,7 @@ def write_config(
     outbound: dict[str, Any] | None = None,
     helpdesk: dict[str, Any] | None = None,
     extra: str = "",
+    auto_upgrade: bool = True,
 ) -> Path:
     sections: dict[str, dict[str, Any]] = {
         "helpdesk": {
@@ -42,7 +43,8 @@ def write_config(
             "trust_staff_from": True,
             **(helpdesk or {}),
         },
-        "database": {"url": db_url or f"sqlite:///{tmp_path}/helpdesk.db"},
+        "database": {"url": db_url or f"sqlite:///{tmp_path}/helpdesk.db",
+                     "auto_upgrade": auto_upgrade},
         "outbound": outbound or {"kind": "maildir", "path": str(tmp_path / "sent")},
     }
     lines: list[str] = []
@@ -71,3 +73,33 @@ def cli_json(config: Path, *args: str) -> Any:
     code, out, err = cli(config, *args, "--json")
     assert code == 0, err
     return json.loads(out)
+
+
+def make_app(config: Path, clock: Any = None) -> Any:
+    """An App on ``config`` with its schema in place, for in-process tests."""
+    from helpdesk.app import App
+    from helpdesk.db import ensure_schema
+    from helpdesk.settings import load_settings
+
+    app = App.create(load_settings(config, {}), clock)
+    ensure_schema(app.engine, app.settings.database)
+    return app
+
+
+def imap_inbound(account: Any, **over: Any) -> dict[str, Any]:
+    return {
+        "kind": "imap",
+        "host": account.host,
+        "port": account.port,
+        "security": "none",
+        "username": account.user,
+        "password": account.password,
+        "poll_interval": 60,
+        "timeout": 10,
+        **over,
+    }
+
+
+def smtp_outbound(server: Any, **over: Any) -> dict[str, Any]:
+    return {"kind": "smtp", "host": "127.0.0.1", "port": server.port, "security": "none",
+            "backoff_base": 0.05, "backoff_max": 0.2, "poll_interval": 0.1, **over}

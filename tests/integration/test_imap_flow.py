@@ -1,0 +1,222 @@
+"""Real Dovecot in, real SMTP out: the core promises of the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import time
+from email.policy import default
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from helpdesk.daemon import Daemon, Ingester
+from helpdesk.models import InboundMail, Outbox, Ticket
+from tests.support.config import cli, cli_json, imap_inbound, make_app, smtp_outbound, write_config
+from tests.support.dovecot import Dovecot, ImapAccount
+from tests.support.mail import make_mail
+from tests.support.proxy import ProxyFactory
+from tests.support.smtpd import SmtpCapture
+
+
+def _mails(n: int, size: int = 0) -> list[bytes]:
+    filler = ("lorem ipsum dolor sit amet " * (size // 27 + 1))[:size]
+    return [
+        make_mail(sender=f"client{i}@client.test", subject=f"Problem number {i}",
+                  message_id=f"<p{i}@client.test>", body=f"Body {i}\n{filler}\n")
+        for i in range(n)
+    ]
+
+
+def _tickets(app_or_config: object) -> list[Ticket]:
+    with Session(app_or_config.engine) as session:  # type: ignore[attr-defined]
+        return list(session.exec(select(Ticket).order_by(Ticket.id)).all())  # type: ignore[arg-type]
+
+
+def test_appended_mail_becomes_tickets_and_confirmations(
+    dovecot: Dovecot, imap_account: ImapAccount, smtp_server: SmtpCapture, db_url: str,
+    tmp_path: Path,
+) -> None:
+    for raw in _mails(3):
+        dovecot.append(imap_account.user, "INBOX", raw)
+    config = write_config(tmp_path, db_url=db_url, inbound=imap_inbound(imap_account),
+                          outbound=smtp_outbound(smtp_server))
+    code, out, err = cli(config, "run", "--once")
+    assert code == 0, err
+    tickets = cli_json(config, "tickets", "list")
+    assert sorted(t["subject"] for t in tickets) == [f"Problem number {i}" for i in range(3)]
+    assert [t["reference"] for t in tickets] == ["HD-000001", "HD-000002", "HD-000003"]
+    # One confirmation per client, plus one team notification per ticket.
+    captured = smtp_server.wait_for_messages(6)
+    to_clients = [m for m in captured if m.rcpt_tos[0].startswith("client")]
+    assert sorted(m.rcpt_tos[0] for m in to_clients) == [f"client{i}@client.test" for i in range(3)]
+    for m in to_clients:
+        msg = email.message_from_bytes(m.raw, policy=default)
+        assert msg["Auto-Submitted"] == "auto-replied"
+        assert msg["Subject"].startswith("[HD-00000")
+        assert m.mail_from == "support@example.test"
+    assert dovecot.list_uids(imap_account.user, "INBOX") == []
+    assert len(dovecot.list_uids(imap_account.user, "Processed")) == 3
+
+
+def test_uidvalidity_change_does_not_reimport(
+    dovecot: Dovecot, imap_account: ImapAccount, smtp_server: SmtpCapture, tmp_path: Path
+) -> None:
+    for raw in _mails(2):
+        dovecot.append(imap_account.user, "INBOX", raw)
+    config = write_config(tmp_path, inbound=imap_inbound(imap_account, acknowledge="seen"),
+                          outbound=smtp_outbound(smtp_server))
+    assert cli(config, "run", "--once")[0] == 0
+    assert len(cli_json(config, "tickets", "list")) == 2
+    # The server is rebuilt: new UIDVALIDITY, and the \Seen flags are gone too.
+    with dovecot.connect(imap_account.user) as conn:
+        conn.select("INBOX")
+        conn.store("1:*", "-FLAGS.SILENT", r"(\Seen)")
+    old = dovecot.uidvalidity(imap_account.user, "INBOX")
+    assert dovecot.change_uidvalidity(imap_account.user, "INBOX") != old
+    dovecot.append(imap_account.user, "INBOX", make_mail(message_id="<late@client.test>",
+                                                         subject="Arrived later"))
+    assert cli(config, "run", "--once")[0] == 0
+    subjects = [t["subject"] for t in cli_json(config, "tickets", "list")]
+    assert subjects == ["Problem number 0", "Problem number 1", "Arrived later"]
+    flags = dovecot.flags(imap_account.user, "INBOX")
+    assert len(flags) == 3 and all("\\Seen" in f for f in flags.values())
+
+
+async def test_connection_cut_mid_fetch_loses_nothing(
+    dovecot: Dovecot, imap_account: ImapAccount, tcp_proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    for raw in _mails(8, size=20_000):
+        dovecot.append(imap_account.user, "INBOX", raw)
+    proxy = tcp_proxy(imap_account.host, imap_account.port)
+    proxy.cut_after_bytes(60_000, once=True)  # dies in the middle of the batch FETCH
+    config = write_config(tmp_path, inbound=imap_inbound(imap_account, port=proxy.port,
+                                                         batch_size=50))
+    app = make_app(config)
+    ingester = Ingester(app, app.settings.inbound[0])
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingester.run(stop))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(_tickets(app)) < 8:
+        await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 15)
+    assert proxy.cuts >= 1 and proxy.accepted >= 2
+    assert sorted(t.subject for t in _tickets(app)) == sorted(f"Problem number {i}" for i in range(8))
+    assert len(dovecot.list_uids(imap_account.user, "Processed")) == 8
+    app.dispose()
+
+
+async def test_idle_picks_up_new_mail_without_polling(
+    dovecot: Dovecot, imap_account: ImapAccount, tmp_path: Path
+) -> None:
+    # Polling is every 60 s here, so only IDLE can deliver the mail in time.
+    config = write_config(tmp_path, inbound=imap_inbound(imap_account, poll_interval=60))
+    app = make_app(config)
+    ingester = Ingester(app, app.settings.inbound[0])
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingester.run(stop))
+    await asyncio.sleep(1.0)  # connected and idling
+    started = time.monotonic()
+    dovecot.append(imap_account.user, "INBOX", make_mail(message_id="<idle@client.test>"))
+    while time.monotonic() - started < 10 and not _tickets(app):
+        await asyncio.sleep(0.02)
+    latency = time.monotonic() - started
+    stop.set()
+    await asyncio.wait_for(task, 15)
+    print(f"IDLE: APPEND to committed ticket in {latency * 1000:.0f} ms")
+    assert [t.subject for t in _tickets(app)] == ["Printer is broken"]
+    app.dispose()
+
+
+async def test_smtp_421_then_accept_delivers_once(
+    smtp_server: SmtpCapture, db_url: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, db_url=db_url, outbound=smtp_outbound(smtp_server))
+    raw = tmp_path / "in.eml"
+    raw.write_bytes(make_mail(sender="carol@client.test", message_id="<t421@client.test>"))
+    assert cli(config, "ingest", str(raw))[0] == 0
+    smtp_server.refuse(code=421, times=3, stage="RCPT")
+    app = make_app(config)
+    sender = Daemon(app).sender
+    for _ in range(100):
+        await sender.send_due()
+        if len(smtp_server.messages) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    await sender.transport.close()
+    to_carol = [m for m in smtp_server.messages if m.rcpt_tos == ("carol@client.test",)]
+    assert len(to_carol) == 1
+    assert smtp_server.refused >= 3
+    rows = cli_json(config, "outbox", "list")
+    confirmation = next(r for r in rows if r["purpose"] == "confirmation")
+    assert confirmation["status"] == "sent" and confirmation["attempts"] >= 2
+    app.dispose()
+
+
+async def test_smtp_550_marks_failed_with_reason_and_retry_requeues(
+    smtp_server: SmtpCapture, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, outbound=smtp_outbound(smtp_server))
+    raw = tmp_path / "in.eml"
+    raw.write_bytes(make_mail(sender="gone@client.test", message_id="<t550@client.test>"))
+    cli(config, "ingest", str(raw))
+    smtp_server.refuse(code=550, stage="RCPT")
+    app = make_app(config)
+    sender = Daemon(app).sender
+    await sender.send_due()
+    await sender.transport.close()
+    failed = cli_json(config, "outbox", "list", "--status", "failed")
+    assert {r["purpose"] for r in failed} >= {"confirmation"}
+    assert all("550" in r["last_error"] for r in failed)
+    smtp_server.accept()
+    code, out, _ = cli(config, "outbox", "retry", "--failed")
+    assert code == 0 and '"requeued": 2' in out
+    await asyncio.to_thread(cli, config, "run", "--once")
+    assert any(m.rcpt_tos == ("gone@client.test",) for m in smtp_server.messages)
+    app.dispose()
+
+
+async def test_row_left_sending_by_a_crash_is_sent_after_the_lease(
+    smtp_server: SmtpCapture, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from helpdesk import outbox
+    from helpdesk.clock import ManualClock
+    from helpdesk.db import session_scope
+
+    config = write_config(tmp_path, outbound=smtp_outbound(smtp_server))
+    raw = tmp_path / "in.eml"
+    raw.write_bytes(make_mail(sender="carol@client.test", message_id="<lease@client.test>"))
+    cli(config, "ingest", str(raw))
+    clock = ManualClock(make_app(config).clock.now())
+    app = make_app(config, clock)
+    with session_scope(app.engine) as session:  # a sender claims, then dies
+        claimed = outbox.claim_due(session, clock.now(), "dead-worker", 10, timedelta(minutes=5))
+    assert len(claimed) == 2
+    sender = Daemon(app).sender
+    assert await sender.send_due() == 0  # still leased to the dead worker
+    clock.advance(timedelta(minutes=6))
+    assert await sender.send_due() == 2
+    assert await sender.send_due() == 0
+    await sender.transport.close()
+    assert len(smtp_server.messages) == 2
+    app.dispose()
+
+
+def test_inbound_rows_are_unique_per_message(
+    dovecot: Dovecot, imap_account: ImapAccount, tmp_path: Path
+) -> None:
+    for raw in _mails(2):
+        dovecot.append(imap_account.user, "INBOX", raw)
+    config = write_config(tmp_path, inbound=imap_inbound(imap_account))
+    cli(config, "run", "--once")
+    app = make_app(config)
+    with Session(app.engine) as session:
+        rows = session.exec(select(InboundMail)).all()
+        queued = session.exec(select(Outbox).where(Outbox.purpose == "confirmation")).all()
+    assert len(rows) == 2 and {r.status for r in rows} == {"done"}
+    assert all(r.uidvalidity and r.uid for r in rows)
+    assert len(queued) == 2
+    app.dispose()
