@@ -151,6 +151,19 @@ class Message(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
 
 
+class ThreadId(SQLModel, table=True):
+    """Message-ID -> ticket, for every id we stored or were pointed at.
+
+    A mail's own id replaces any earlier entry; the ids it references are
+    added only when unknown ("ghosts", as in jwz threading), so a reply whose
+    parent never reached us still finds the thread through its grandparent.
+    """
+
+    __tablename__ = "thread_id"
+    message_id: str = Field(primary_key=True, max_length=998)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+
+
 class Blob(SQLModel, table=True):
     """Attachment bytes, stored once per content hash."""
 

@@ -85,6 +85,11 @@ def enqueue(
     )
     session.add(row)
     session.flush()
+    if ticket_id is not None and outgoing.message_id:
+        # Staff answering a notification thread by its Message-ID too.
+        from helpdesk.tickets import remember_ids
+
+        remember_ids(session, ticket_id, outgoing.message_id)
     return row
 
 

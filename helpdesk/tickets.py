@@ -23,6 +23,7 @@ from helpdesk.models import (
     Message,
     Notice,
     Participant,
+    ThreadId,
     Ticket,
 )
 from helpdesk.sla.deadlines import Status as SlaStatus
@@ -30,6 +31,7 @@ from helpdesk.sla.deadlines import StatusChange, Target, TicketClock, compute_sl
 from helpdesk.sla.notices import NoticeKey, NoticeKind, next_wakeup
 from helpdesk.sla.policy import Plan, Priority
 from helpdesk.threading.reference import format_reference
+from helpdesk.threading.resolve import referenced_ids
 
 STATUSES = ("new", "open", "pending", "resolved", "closed")
 
@@ -197,9 +199,29 @@ def add_message(
     session.flush()
     if mail is not None:
         store_attachments(session, message, mail.attachments)
+        remember_ids(session, ticket.id, message.message_id, referenced_ids(mail))
+    else:
+        remember_ids(session, ticket.id, message.message_id)
     ticket.updated_at = now
     session.add(ticket)
     return message
+
+
+def remember_ids(
+    session: Session, ticket_id: int, own: str, referenced: Iterable[str] = ()
+) -> None:
+    """Record ``own`` for this ticket, and ``referenced`` ids not yet known."""
+    if own:
+        row = session.get(ThreadId, own)
+        if row is None:
+            session.add(ThreadId(message_id=own, ticket_id=ticket_id))
+        elif row.ticket_id != ticket_id:
+            row.ticket_id = ticket_id
+            session.add(row)
+    for ref in referenced:
+        if ref and ref != own and session.get(ThreadId, ref) is None:
+            session.add(ThreadId(message_id=ref, ticket_id=ticket_id))
+    session.flush()
 
 
 def store_attachments(session: Session, message: Message, items: Iterable[Attachment]) -> None:

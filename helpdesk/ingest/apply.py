@@ -23,7 +23,7 @@ from helpdesk.ingest.classify import Classification, Kind
 from helpdesk.ingest.inbound import Address, InboundEmail
 from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.logs import log
-from helpdesk.models import InboundMail, Message, Participant, Ticket, Undeliverable
+from helpdesk.models import InboundMail, Message, Participant, ThreadId, Ticket, Undeliverable
 from helpdesk.sla.classify import classify_mail
 from helpdesk.sla.policy import Plan, Priority
 from helpdesk.threading import commands as staff_commands
@@ -124,9 +124,9 @@ def _resolve(
     candidates = chain_candidates(mail)
     if candidates:
         rows = session.exec(
-            select(Message.message_id, Ticket.reference)
-            .join(Ticket, Ticket.id == Message.ticket_id)  # type: ignore[arg-type]
-            .where(Message.message_id.in_(candidates))  # type: ignore[attr-defined]
+            select(ThreadId.message_id, Ticket.reference)
+            .join(Ticket, Ticket.id == ThreadId.ticket_id)  # type: ignore[arg-type]
+            .where(ThreadId.message_id.in_(candidates))  # type: ignore[attr-defined]
         ).all()
         chain.update({mid: ref for mid, ref in rows})
         chain.update(signed_chain_refs(mail, h.support_domain, h.secret))

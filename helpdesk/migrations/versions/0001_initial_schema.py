@@ -176,6 +176,15 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_participant_addr'), ['addr'], unique=False)
         batch_op.create_index(batch_op.f('ix_participant_ticket_id'), ['ticket_id'], unique=False)
 
+    op.create_table('thread_id',
+    sa.Column('message_id', sqlmodel.sql.sqltypes.AutoString(length=998), nullable=False),
+    sa.Column('ticket_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['ticket_id'], ['ticket.id'], ),
+    sa.PrimaryKeyConstraint('message_id')
+    )
+    with op.batch_alter_table('thread_id', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_thread_id_ticket_id'), ['ticket_id'], unique=False)
+
     op.create_table('message',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=False),
@@ -248,6 +257,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_message_message_id'))
 
     op.drop_table('message')
+    with op.batch_alter_table('thread_id', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_thread_id_ticket_id'))
+
+    op.drop_table('thread_id')
     with op.batch_alter_table('participant', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_participant_ticket_id'))
         batch_op.drop_index(batch_op.f('ix_participant_addr'))
