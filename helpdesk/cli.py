@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from helpdesk import db, logs, outbox
 from helpdesk.app import App
+from helpdesk.clock import Clock, OffsetClock, SystemClock
 from helpdesk.errors import ConfigError, HelpdeskError, SchemaOutdatedError
 from helpdesk.models import Event, InboundMail, Message, Outbox, Quarantine, Ticket
 from helpdesk.settings import Settings, load_settings, mask_url, masked, resolve_config_path
@@ -39,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(masked(settings), indent=2, default=str))
         return EX_OK
     try:
-        app = App.create(settings)
+        app = App.create(settings, _clock(os.environ))
     except ConfigError as exc:
         print(f"helpdesk: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -54,6 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_TEMPFAIL if args.command == "ingest" else 1
     finally:
         app.dispose()
+
+
+def _clock(env: os._Environ[str] | dict[str, str]) -> Clock:
+    """``HELPDESK_CLOCK_OFFSET_SECONDS`` shifts the daemon's idea of now, for
+    SLA drills and crash tests that start a daemon after a deadline."""
+    raw = env.get("HELPDESK_CLOCK_OFFSET_SECONDS", "")
+    if not raw:
+        return SystemClock()
+    try:
+        return OffsetClock(timedelta(seconds=float(raw)))
+    except ValueError:
+        raise ConfigError("HELPDESK_CLOCK_OFFSET_SECONDS", f"{raw!r} is not a number") from None
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:

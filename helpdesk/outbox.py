@@ -10,6 +10,7 @@ lease runs out. Several daemons on one PostgreSQL database claim rows with
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, update
@@ -116,6 +117,28 @@ def claim_due(
         row.locked_at = now
         session.add(row)
     return rows
+
+
+def release_dead_workers(session: Session, host: str, is_alive: Callable[[int], bool]) -> int:
+    """Put rows claimed by dead processes on this host back in the queue.
+
+    A crash leaves rows ``sending``; other hosts must wait out the lease, but
+    on our own host we can tell a dead PID at once, so a restart resends now.
+    """
+    rows = session.exec(
+        select(Outbox).where(
+            Outbox.status == "sending",
+            Outbox.locked_by.startswith(f"{host}:"),  # type: ignore[attr-defined]
+        )
+    ).all()
+    released = 0
+    for row in rows:
+        pid_text = row.locked_by.rpartition(":")[2]
+        if pid_text.isdigit() and not is_alive(int(pid_text)):
+            row.status, row.locked_at, row.locked_by = "queued", None, ""
+            session.add(row)
+            released += 1
+    return released
 
 
 def mark_sent(session: Session, row_id: int, now: datetime) -> None:

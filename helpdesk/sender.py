@@ -132,6 +132,16 @@ def make_transport(cfg: OutboundSettings) -> Transport:
     return MaildirTransport(cfg.path) if cfg.kind == "maildir" else SmtpTransport(cfg)
 
 
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def backoff(cfg: OutboundSettings, attempts: int, rng: random.Random) -> timedelta:
     """Exponential backoff with full jitter, capped."""
     ceiling = min(cfg.backoff_max, cfg.backoff_base * (2 ** max(attempts - 1, 0)))
@@ -156,6 +166,7 @@ class OutboxSender:
         self.lease = lease
         self.rng = random.Random()
         self.wakeup = asyncio.Event()
+        self._released = False
 
     async def send_due(self) -> int:
         """One pass: claim what is due, send it, record each result. Returns
@@ -171,6 +182,11 @@ class OutboxSender:
 
     def _claim(self, now: datetime) -> list[Outbox]:
         with session_scope(self.engine) as session:
+            if not self._released:
+                released = outbox.release_dead_workers(session, socket.gethostname(), _is_alive)
+                if released:
+                    log(logger, logging.INFO, "requeued mail of a crashed sender", rows=released)
+                self._released = True
             return outbox.claim_due(session, now, self.worker, self.cfg.in_flight, self.lease)
 
     def _record(self, row: Outbox, result: SendResult) -> None:
