@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import dataclass, replace
+from pathlib import Path
 from datetime import date
 from functools import cached_property
 
@@ -10,6 +13,7 @@ from sqlalchemy import Engine
 
 from helpdesk.clock import Clock, SystemClock
 from helpdesk.db import make_engine
+from helpdesk.errors import ConfigError
 from helpdesk.escalation.rota import Manager, WorkingHours
 from helpdesk.settings import WEEKDAYS, Settings
 from helpdesk.sla.calendar import BusinessCalendar, OpenRange, WeeklyHours
@@ -26,6 +30,7 @@ class App:
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> App:
+        settings = with_secret(settings)
         return cls(
             settings=settings,
             engine=make_engine(settings.database),
@@ -71,6 +76,26 @@ class App:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def with_secret(settings: Settings) -> Settings:
+    """The token secret: configured, or for the embedded SQLite setup made once
+    and kept beside the database. Daemons sharing PostgreSQL must agree on it,
+    so there it has to be configured."""
+    if settings.helpdesk.secret:
+        return settings
+    if not settings.database.is_sqlite or ":memory:" in settings.database.url:
+        raise ConfigError("helpdesk.secret", "is required with PostgreSQL; set "
+                          "HELPDESK_HELPDESK__SECRET to a long random string")
+    db_path = Path(settings.database.url.split("///", 1)[1])
+    secret_file = db_path.with_name(db_path.name + ".secret")
+    if not secret_file.exists():
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    secret = secret_file.read_text().strip()
+    return replace(settings, helpdesk=replace(settings.helpdesk, secret=secret))
 
 
 def build_policy(settings: Settings) -> SlaPolicy:

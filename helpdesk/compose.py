@@ -67,11 +67,24 @@ def one_line(value: str) -> str:
     return " ".join(_BREAKS.sub(" ", value).split())
 
 
+class UndeliverableAddressError(ValueError):
+    """An address we cannot put in a header or an SMTP envelope."""
+
+
 def _header_address(addr: Address) -> HeaderAddress:
     local, _, domain = addr.addr.rpartition("@")
-    if not local or not domain or _BREAKS.search(addr.addr) or any(c in addr.addr for c in " <>,"):
-        raise ValueError(f"not a deliverable address: {addr.addr!r}")
-    return HeaderAddress(display_name=one_line(addr.name), username=local, domain=domain)
+    quoted = len(local) > 1 and local.startswith('"') and local.endswith('"')
+    bare = local[1:-1] if quoted else local
+    if (
+        not bare
+        or not domain
+        or _BREAKS.search(addr.addr)
+        or any(c in domain for c in ' <>,"')
+        or (not quoted and any(c in local for c in ' <>,"'))
+        or not addr.addr.isascii()  # SMTPUTF8 (RFC 6531) is not assumed of the relay
+    ):
+        raise UndeliverableAddressError(f"not a deliverable address: {addr.addr!r}")
+    return HeaderAddress(display_name=one_line(addr.name), username=bare, domain=domain)
 
 
 def _bracket(ids: Sequence[str]) -> str:

@@ -101,7 +101,9 @@ def open_ticket(
     linked_to: str = "",
 ) -> Ticket:
     number = next_number(session)
-    requester = mail.from_ or Address("unknown@invalid")
+    # No sender at all: keep the ticket (staff can still act on it), but there
+    # is nobody to confirm to or to relay to.
+    requester = mail.from_ or Address("", "(no sender)")
     ticket = Ticket(
         number=number,
         reference=format_reference(app.settings.helpdesk.reference_prefix, number),
@@ -123,7 +125,8 @@ def open_ticket(
     )
     session.add(ticket)
     session.flush()
-    add_participants(app, session, ticket, [requester], "requester")
+    if requester.addr:
+        add_participants(app, session, ticket, [requester], "requester")
     add_participants(app, session, ticket, [*mail.to, *mail.cc], "cc")
     add_event(session, ticket, "created", requester.addr, now, priority_source=priority_source)
     if linked_to:

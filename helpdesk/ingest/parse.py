@@ -15,7 +15,7 @@ import hashlib
 import logging
 import re
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
+from email.header import decode_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
@@ -106,18 +106,36 @@ def _build(
 
 
 def decode_value(value: Any) -> str:
-    """Decode an RFC 2047 header value to text; never raises."""
+    """Decode an RFC 2047 header value to text; never raises.
+
+    Raw 8-bit header bytes (no encoded-words) are read as UTF-8 (RFC 6532),
+    falling back to Latin-1, instead of becoming replacement characters.
+    """
     if value is None:
         return ""
-    if not isinstance(value, str):
-        try:
-            value = str(value)
-        except Exception:
-            return ""
     try:
-        return str(make_header(decode_header(value)))
+        chunks = decode_header(value)
     except Exception:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        chunks = [(str(value), None)]
+    out: list[str] = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, str):
+            out.append(chunk.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            continue
+        out.append(_decode_bytes(chunk, charset))
+    return "".join(out)
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    if charset and charset.lower() not in ("unknown-8bit", "x-unknown"):
+        try:
+            return data.decode(charset, "replace")
+        except LookupError:
+            pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def _header_raw(message: Message, name: str) -> str:
@@ -164,12 +182,27 @@ def _addresses(message: Message, name: str) -> tuple[Address, ...]:
         except Exception:
             continue
         for display, addr in pairs:
-            addr = _clean_line(addr).strip("<>").lower()
-            if "@" not in addr or addr in seen:
+            addr = _repair_address(_clean_line(addr).strip("<>").lower())
+            if not addr or addr in seen:
                 continue
             seen.add(addr)
             result.append(Address(addr=addr, name=_clean_line(decode_value(display))))
     return tuple(result)
+
+
+def _repair_address(addr: str) -> str:
+    """A usable addr-spec, or "". Broken clients write "test test@example.com"
+    or list two addresses without a comma; keep the token that is an address.
+    A quoted local part (RFC 5322 §3.4.1) may legally hold spaces."""
+    if addr.startswith('"') and '"@' in addr:
+        return addr
+    if " " in addr:
+        tokens = [t for t in addr.split() if "@" in t]
+        addr = tokens[0] if tokens else ""
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or "." not in domain.strip(".") or any(c in addr for c in "<>,;()"):
+        return ""
+    return addr
 
 
 def _ids(value: str) -> list[str]:
@@ -250,6 +283,10 @@ def _part_text(part: Message, ctype: str) -> str:
             if isinstance(blocks, list):
                 return "\n\n".join(_headers_text(b) for b in blocks)[:MAX_PART_TEXT]
         return ""
+    if ctype.startswith("multipart/") and isinstance(part.get_payload(), str):
+        # No boundary was found: the whole body is one string; keep it for
+        # the classifiers (a DSN with a broken boundary is still a DSN).
+        return _decode_payload(part)[:MAX_PART_TEXT]
     if not (ctype.startswith("text/") or ctype.startswith("message/")):
         return ""
     return _decode_payload(part)[:MAX_PART_TEXT]

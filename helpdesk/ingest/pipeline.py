@@ -22,12 +22,13 @@ from helpdesk.app import App
 from helpdesk.db import session_scope
 from helpdesk.errors import BadMessageError, SystemUnwellError
 from helpdesk.ingest import apply
-from helpdesk.ingest.classify import Kind, classify
+from helpdesk.ingest.classify import Classification, Kind, classify
 from helpdesk.ingest.inbound import InboundEmail
 from helpdesk.ingest.parse import parse_email
 from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
 from helpdesk.models import InboundMail, Quarantine
+from helpdesk.threading.tokens import parse_message_id
 
 logger = logging.getLogger(__name__)
 
@@ -146,15 +147,23 @@ class Pipeline:
 
     def _apply(self, session: Session, mail: InboundEmail, inbound: InboundMail,
                now: datetime) -> apply.Applied:
+        raw = inbound.raw
         app = self.app
         h = app.settings.helpdesk
         classification = classify(
             mail,
             max_size=h.max_message_size,
             own_addresses=app.own_addresses,
-            own_domains=frozenset({h.support_domain}),
+            # Our own Message-IDs are recognised by their signature below, not
+            # by domain: staff mail clients often use the company domain too.
+            own_domains=frozenset(),
             loop_value=h.loop_value,
+            raw=raw,
         )
+        if classification.kind is Kind.NORMAL and parse_message_id(
+            mail.message_id, h.support_domain, h.secret
+        ):
+            classification = Classification(Kind.OWN_LOOP, None, "own-message-id")
         if classification.kind is Kind.TOO_LARGE:
             raise BadMessageError("too_large")
         return apply.apply_mail(app, session, mail, inbound, classification, now)
