@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, replace
-from pathlib import Path
 from datetime import date
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine
 

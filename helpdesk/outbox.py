@@ -37,7 +37,7 @@ def suppression_reason(
             Outbox.rcpt == rcpt,
             Outbox.automatic.is_(True),  # type: ignore[attr-defined]
             Outbox.status != "suppressed",
-            Outbox.created_at > since_day,  # type: ignore[operator]
+            Outbox.created_at > since_day,
         )
     ).all()
     in_day = len(created)
@@ -102,7 +102,7 @@ def claim_due(
     query = (
         select(Outbox)
         .where(
-            ((Outbox.status == "queued") & (Outbox.next_attempt_at <= now))  # type: ignore[operator]
+            ((Outbox.status == "queued") & (Outbox.next_attempt_at <= now))
             | ((Outbox.status == "sending") & (Outbox.locked_at < stale))  # type: ignore[operator]
         )
         .order_by(Outbox.next_attempt_at, Outbox.id)  # type: ignore[arg-type]
@@ -128,7 +128,7 @@ def release_dead_workers(session: Session, host: str, is_alive: Callable[[int], 
     rows = session.exec(
         select(Outbox).where(
             Outbox.status == "sending",
-            Outbox.locked_by.startswith(f"{host}:"),  # type: ignore[attr-defined]
+            Outbox.locked_by.startswith(f"{host}:"),
         )
     ).all()
     released = 0
@@ -176,7 +176,7 @@ def retry(session: Session, now: datetime, row_id: int | None = None) -> int:
     else:
         stmt = stmt.where(Outbox.id == row_id, Outbox.status.in_(("failed", "suppressed")))  # type: ignore[arg-type, attr-defined]
     result = session.exec(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)
 
 
 def counts(session: Session) -> dict[str, int]:

@@ -9,7 +9,9 @@ from sqlmodel import SQLModel
 from helpdesk import models  # noqa: F401  (registers the tables)
 
 config = context.config
-engine = config.attributes.get("engine") or create_engine(config.get_main_option("sqlalchemy.url"))
+engine = config.attributes.get("engine") or create_engine(
+    config.get_main_option("sqlalchemy.url") or "sqlite:///var/helpdesk.db"
+)
 
 with engine.connect() as connection:
     context.configure(

@@ -31,6 +31,6 @@ def render() -> str:
     rows = [("measure", "corpus", "value", "target", "met")]
     rows += [(f.measure, f.corpus, f.value, f.target, "yes" if f.met else "NO") for f in FIGURES]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -41,7 +41,7 @@ def test_appended_mail_becomes_tickets_and_confirmations(
         dovecot.append(imap_account.user, "INBOX", raw)
     config = write_config(tmp_path, db_url=db_url, inbound=imap_inbound(imap_account),
                           outbound=smtp_outbound(smtp_server))
-    code, out, err = cli(config, "run", "--once")
+    code, _, err = cli(config, "run", "--once")
     assert code == 0, err
     tickets = cli_json(config, "tickets", "list")
     assert sorted(t["subject"] for t in tickets) == [f"Problem number {i}" for i in range(3)]
@@ -102,7 +102,8 @@ async def test_connection_cut_mid_fetch_loses_nothing(
     stop.set()
     await asyncio.wait_for(task, 15)
     assert proxy.cuts >= 1 and proxy.accepted >= 2
-    assert sorted(t.subject for t in _tickets(app)) == sorted(f"Problem number {i}" for i in range(8))
+    expected = sorted(f"Problem number {i}" for i in range(8))
+    assert sorted(t.subject for t in _tickets(app)) == expected
     assert len(dovecot.list_uids(imap_account.user, "Processed")) == 8
     app.dispose()
 

@@ -30,7 +30,7 @@ def test_new_mail_becomes_ticket_with_confirmation(tmp_path: Path) -> None:
     _deliver(tmp_path, make_mail(subject="Printer is broken", message_id="<m1@client.test>"),
              make_mail(sender="dan@client.test", subject="[High] VPN down",
                        message_id="<m2@client.test>"))
-    code, out, err = cli(config, "run", "--once")
+    code, _, err = cli(config, "run", "--once")
     assert code == 0, err
 
     listed = cli_json(config, "tickets", "list")
