@@ -15,8 +15,6 @@ venv: $(BIN)/helpdesk
 
 run: venv
 	$(BIN)/helpdesk db upgrade >/dev/null
-	@echo "Drop mail (RFC 5322 files) into var/mail/new/ ; replies appear in var/sent/new/ ;"
-	@echo "tickets: $(BIN)/helpdesk tickets list"
 	$(BIN)/helpdesk run
 
 test: venv

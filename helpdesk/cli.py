@@ -131,10 +131,17 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
 
 def _print_banner(s: Settings) -> None:
     for src in s.inbound:
-        where = src.path if src.kind == "maildir" else f"imap://{src.host}:{src.port}/{src.mailbox}"
-        print(f"helpdesk: reading mail from {where}", file=sys.stderr)
-    out = s.outbound.path if s.outbound.kind == "maildir" else f"smtp://{s.outbound.host}"
-    print(f"helpdesk: sending mail to {out}; tickets in {mask_url(s.database.url)}",
+        if src.kind == "maildir":
+            print(f"helpdesk: drop mail into {Path(src.path) / 'new'}/", file=sys.stderr)
+        else:
+            print(f"helpdesk: reading imap://{src.host}:{src.port}/{src.mailbox}", file=sys.stderr)
+    if s.outbound.kind == "maildir":
+        print(f"helpdesk: outgoing mail appears in {Path(s.outbound.path) / 'new'}/",
+              file=sys.stderr)
+    else:
+        print(f"helpdesk: sending through smtp://{s.outbound.host}:{s.outbound.port}",
+              file=sys.stderr)
+    print(f"helpdesk: tickets in {mask_url(s.database.url)}; see `helpdesk tickets list`",
           file=sys.stderr)
 
 
