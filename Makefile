@@ -19,7 +19,7 @@ run: venv
 
 test: venv
 	bash scripts/test-deps.sh
-	$(BIN)/ruff check helpdesk tests bench
+	$(BIN)/ruff check helpdesk tests $(wildcard bench)
 	$(BIN)/mypy helpdesk
 	$(BIN)/pytest -q -p no:cacheprovider
 

@@ -123,3 +123,25 @@ def test_killed_between_commit_and_send_sends_after_restart_once(
     assert done.returncode == 0
     assert len([m for m in smtp_server.messages if m.rcpt_tos == ("carol@client.test",)]) == 1
     app.dispose()
+
+
+def test_sigterm_finishes_cleanly_and_keeps_everything(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    maildir = tmp_path / "mail" / "new"
+    maildir.mkdir(parents=True)
+    (maildir / "1.eml").write_bytes(make_mail(message_id="<term@client.test>"))
+    proc = subprocess.Popen([*DAEMON, "--config", str(config), "run"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    app = make_app(config)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with Session(app.engine) as session:
+            if session.exec(select(Ticket)).first() is not None:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert b"daemon stopped" in err
+    assert list((tmp_path / "mail" / ".Processed" / "cur").iterdir())
+    app.dispose()
