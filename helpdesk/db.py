@@ -32,11 +32,15 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             poolclass=NullPool if ":memory:" not in url else None,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, echo=settings.echo, pool_pre_ping=True, pool_size=5)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # We issue BEGIN ourselves (below): pysqlite's implicit transactions break
+    # SAVEPOINT, which the pipeline uses to fail one message alone.
+    dbapi_conn.isolation_level = None
     # WAL lets readers (the CLI) work while the daemon writes; NORMAL sync is
     # durable across process crashes in WAL mode, which is what we promise.
     cur = dbapi_conn.cursor()
@@ -45,6 +49,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # IMMEDIATE takes the write lock up front, so a second process (the CLI, a
+    # pipe delivery) waits for busy_timeout instead of failing with
+    # SQLITE_BUSY when its read transaction later needs to write.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _ensure_sqlite_dir(url: str) -> None:

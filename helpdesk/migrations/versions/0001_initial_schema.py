@@ -238,6 +238,9 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_attachment_message_id'), ['message_id'], unique=False)
 
     # ### end Alembic commands ###
+    # The ticket counter exists from the start, so concurrent daemons only
+    # ever UPDATE it (a row lock), never race to INSERT it.
+    op.execute("INSERT INTO counter (name, value) VALUES ('ticket', 0)")
 
 
 def downgrade() -> None:
