@@ -678,7 +678,7 @@ def _flufl_recipients(raw: bytes, excluded: set[str]) -> tuple[list[str], bool |
 # Shared helpers
 
 _MSGID_LINE_RE = re.compile(
-    r"^[ \t>]*message-id:[ \t]*<?([^<>\s]+@[^<>\s]+?)>?[ \t]*$", re.IGNORECASE | re.MULTILINE
+    r"^[ \t>]*message-id:[ \t]*<?([^<>\s]+@[^<>\s]+?)>?[ \t\r]*$", re.IGNORECASE | re.MULTILINE
 )
 _HEADER_ADDR_RE = re.compile(
     r"^[ \t>]*(?:from|sender|return-path|reply-to):[^\n]*", re.IGNORECASE | re.MULTILINE

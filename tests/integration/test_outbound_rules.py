@@ -1,0 +1,94 @@
+"""Bounces and flood limits, end to end through the CLI and the real pipeline."""
+
+from __future__ import annotations
+
+import mailbox
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from helpdesk.clock import ManualClock
+from helpdesk.ingest.pipeline import Pipeline
+from helpdesk.ingest.source import Fetched
+from tests.support.config import cli, cli_json, make_app, write_config
+from tests.support.mail import make_mail
+
+
+def _deliver(tmp_path: Path, raw: bytes) -> None:
+    mailbox.Maildir(str(tmp_path / "mail"), create=True).add(raw)
+
+
+def _dsn(original_message_id: str, recipient: str, status: str = "5.1.1") -> bytes:
+    """A delivery status notification laid out as RFC 3464 says."""
+    return (
+        "Return-Path: <>\r\n"
+        "From: Mail Delivery System <MAILER-DAEMON@mx.client.test>\r\n"
+        "To: support@example.test\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Message-ID: <dsn-1@mx.client.test>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        "\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
+        f"<{recipient}>: host mx.client.test said: 550 5.1.1 User unknown\r\n"
+        "\r\n--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.client.test\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: {status}\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n"
+        "\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: <{original_message_id}>\r\nTo: {recipient}\r\n"
+        "From: support@example.test\r\nSubject: [HD-000001] Printer\r\n"
+        "\r\n--B--\r\n"
+    ).encode()
+
+
+def test_bounce_is_recorded_on_the_ticket_and_pauses_automatic_mail(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _deliver(tmp_path, make_mail(sender="gone@client.test", message_id="<b1@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    confirmation = next(m for m in shown["messages"] if m["kind"] == "confirmation")
+
+    _deliver(tmp_path, _dsn(confirmation["message_id"], "gone@client.test"))
+    assert cli(config, "run", "--once")[0] == 0
+    assert len(cli_json(config, "tickets", "list")) == 1  # a bounce never opens a ticket
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    bounce = [e for e in shown["events"] if e["kind"] == "bounce"]
+    assert len(bounce) == 1
+    assert "delivery to gone@client.test failed" in bounce[0]["detail"]["text"]
+    notices = [r for r in cli_json(config, "outbox", "list") if r["purpose"] == "bounce_notice"]
+    assert [r["to"] for r in notices] == ["team@example.test"]
+
+    # The address is now undeliverable for automatic mail: a new ticket is
+    # still opened, but its confirmation is held back, visibly.
+    _deliver(tmp_path, make_mail(sender="gone@client.test", subject="Another one",
+                                 message_id="<b2@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    assert len(cli_json(config, "tickets", "list")) == 2
+    held = cli_json(config, "outbox", "list", "--status", "suppressed")
+    assert [r["purpose"] for r in held] == ["confirmation"]
+    assert "undeliverable" in held[0]["last_error"]
+
+
+def test_rate_limit_suppresses_automatic_mail_but_keeps_tickets(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    clock = ManualClock(datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
+    app = make_app(config, clock)
+    pipeline = Pipeline(app)
+    for i in range(7):
+        raw = make_mail(sender="chatty@client.test", subject=f"Question {i}",
+                        message_id=f"<q{i}@client.test>")
+        (outcome,) = pipeline.process([Fetched("test", str(i), raw)])
+        assert outcome.detail == "new_ticket"
+        clock.advance(timedelta(minutes=5))
+    rows = cli_json(config, "outbox", "list")
+    confirmations = [r for r in rows if r["purpose"] == "confirmation"]
+    assert [r["status"] for r in confirmations] == ["queued"] * 5 + ["suppressed"] * 2
+    assert all("rate limit" in r["last_error"] for r in confirmations[5:])
+    # Staff notifications are not limited: every ticket was announced.
+    assert len([r for r in rows if r["purpose"] == "staff_new_ticket"]) == 7
+    # An hour later the client is answered again.
+    clock.advance(timedelta(hours=1))
+    raw = make_mail(sender="chatty@client.test", subject="Later", message_id="<q9@client.test>")
+    pipeline.process([Fetched("test", "9", raw)])
+    last = [r for r in cli_json(config, "outbox", "list") if r["purpose"] == "confirmation"][-1]
+    assert last["status"] == "queued"
+    app.dispose()
