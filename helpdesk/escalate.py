@@ -58,7 +58,8 @@ def escalate(
     if not decision.is_recorded:
         return decision.kind
     actor = mail.sender_addr
-    tickets.add_event(session, ticket, "escalation", actor, now, kind=decision.kind,
+    # "decision", not "kind": add_event's own ``kind`` is the event kind.
+    tickets.add_event(session, ticket, "escalation", actor, now, decision=decision.kind,
                       trigger=trigger, level=decision.level, message_id=mail.message_id)
     if not decision.send_notices:
         log(logger, logging.INFO, "repeat escalation inside the window", ticket=ticket.reference,
@@ -83,8 +84,10 @@ def escalate(
     tickets.recompute_sla(app, session, ticket, now)
     _queue_mail(app, session, ticket, mail, body, manager_name=manager.name if manager else "",
                 send_client_ack=send_client_ack, now=now)
-    log(logger, logging.INFO, "ticket escalated", ticket=ticket.reference, level=decision.level,
-        manager=ticket.escalation_manager, message_id=mail.message_id)
+    # "escalation_level": log()'s own ``level`` is the logging level.
+    log(logger, logging.INFO, "ticket escalated", ticket=ticket.reference,
+        escalation_level=decision.level, manager=ticket.escalation_manager,
+        message_id=mail.message_id)
     return decision.kind
 
 
@@ -146,7 +149,8 @@ def _sla_state(app: App, ticket: Ticket, now: datetime) -> str:
     parts = []
     if ticket.first_response_at is None and ticket.first_response_due is not None:
         state = "BREACHED" if ticket.first_response_due <= now else "due"
-        parts.append(f"first response {state} {notify.deadline_text(app, ticket.first_response_due, now)}")
+        due = notify.deadline_text(app, ticket.first_response_due, now)
+        parts.append(f"first response {state} {due}")
     if ticket.resolution_due is not None:
         state = "BREACHED" if ticket.resolution_due <= now else "due"
         parts.append(f"resolution {state} {notify.deadline_text(app, ticket.resolution_due, now)}")

@@ -55,6 +55,7 @@ def base_context(app: App, ticket: Ticket, now: datetime) -> dict[str, Any]:
         "first_response_due": deadline_text(app, ticket.first_response_due, now),
         "resolution_due": deadline_text(app, ticket.resolution_due, now),
         "mentions": ticket.mentions,
+        "linked_to": ticket.linked_to,
     }
 
 

@@ -9,14 +9,15 @@ the database and records their answers.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from email.utils import getaddresses
 
 from sqlmodel import Session, select
 
 from helpdesk import notify, outbox, tickets
 from helpdesk.app import App
-from helpdesk.compose import Outgoing
+from helpdesk.compose import Outgoing, UndeliverableAddressError
 from helpdesk.escalate import escalate
 from helpdesk.escalation.markers import find_marker
 from helpdesk.ingest.classify import Classification, Kind
@@ -65,13 +66,36 @@ def apply_mail(
         return Applied("own_loop", ignored=True)
     if classification.kind is Kind.BOUNCE:
         return _bounce(app, session, mail, classification, now)
+    mail = _with_sender(mail)
     if mail.message_id and _seen_message_id(session, mail.message_id):
         # The same mail delivered twice (e.g. To and Cc both reach support).
         return Applied("duplicate_message_id", ignored=True)
-    staff = classification.kind is Kind.NORMAL and _staff_status(app, session, mail, now)
+    unverified = _unverified_staff(app, mail) if classification.kind is Kind.NORMAL else ""
+    staff = classification.kind is Kind.NORMAL and _is_staff(app, mail) and not unverified
     resolution = _resolve(app, session, mail, staff, now)
     if classification.kind is Kind.AUTO_REPLY:
         return _auto_reply(app, session, mail, inbound, resolution, now)
+    result = _dispatch(app, session, mail, inbound, classification, resolution, staff,
+                       unverified, now)
+    if unverified:
+        # Recorded once the ticket is known, so it shows in that ticket's history.
+        ticket_row = session.get(Ticket, result.ticket_id) if result.ticket_id else None
+        tickets.add_event(session, ticket_row, "security", mail.sender_addr, now,
+                          reason=unverified, message_id=mail.message_id)
+    return result
+
+
+def _dispatch(
+    app: App,
+    session: Session,
+    mail: InboundEmail,
+    inbound: InboundMail,
+    classification: Classification,
+    resolution: Resolution,
+    staff: bool,
+    unverified: str,
+    now: datetime,
+) -> Applied:
     trigger, subject = _escalation_trigger(app, mail)
     ticket = (
         tickets.get_by_reference(session, resolution.reference)
@@ -82,18 +106,46 @@ def apply_mail(
         # A stranger's escalation escalates nothing on someone else's ticket:
         # it opens their own escalated ticket, linked for staff to see.
         return _new_ticket(app, session, mail, inbound, classification, resolution, now,
-                           subject=subject, escalation=trigger, stranger_of=ticket.reference)
+                           subject=subject, escalation=trigger, stranger_of=ticket.reference,
+                           unverified=unverified)
     if ticket is not None and staff:
         result = _staff_mail(app, session, mail, inbound, ticket, now)
     elif ticket is not None:
-        result = _client_reply(app, session, mail, inbound, ticket, resolution, now, subject)
+        result = _client_reply(app, session, mail, inbound, ticket, resolution, now, subject,
+                               unverified=unverified)
     else:
+        # A stranger naming someone else's ticket in an escalation ("[HD-1]
+        # [ESCALATE]", or HD-1 in mail to the escalation address) is not let
+        # onto it (the resolver said "new"); their ticket is linked to it.
+        named = resolution.mentions[0] if trigger and resolution.mentions else ""
         return _new_ticket(app, session, mail, inbound, classification, resolution, now,
-                           subject=subject, escalation=trigger)
+                           subject=subject, escalation=trigger, stranger_of=named,
+                           unverified=unverified)
     if trigger:
+        # Staff escalating a ticket themselves is internal: the client did not
+        # ask, so is not told "we have received your escalation".
         escalate(app, session, ticket, mail, trigger=trigger, allowed=not staff, staff=staff,
-                 body=extract_new_text(mail.text), now=now)
+                 body=extract_new_text(mail.text), now=now, send_client_ack=not staff)
     return result
+
+
+def _with_sender(mail: InboundEmail) -> InboundEmail:
+    """A mail without a usable From is attributed to Sender, Reply-To or the
+    return path (RFC 5322 §3.6.2); with none of them nobody can be answered,
+    and it is quarantined for a person to look at."""
+    if mail.from_ is not None:
+        return mail
+    for candidate in (*_header_addresses(mail, "sender"), *mail.reply_to):
+        return replace(mail, from_=candidate)
+    if mail.return_path and "@" in mail.return_path:
+        return replace(mail, from_=Address(mail.return_path))
+    return mail
+
+
+def _header_addresses(mail: InboundEmail, name: str) -> list[Address]:
+    value = mail.header(name) or ""
+    return [Address(addr.lower(), display) for display, addr in getaddresses([value])
+            if "@" in addr]
 
 
 def _escalation_trigger(app: App, mail: InboundEmail) -> tuple[str, str]:
@@ -172,18 +224,29 @@ def _seen_message_id(session: Session, message_id: str) -> bool:
     ).first() is not None
 
 
-def _staff_status(app: App, session: Session, mail: InboundEmail, now: datetime) -> bool:
+def _is_staff(app: App, mail: InboundEmail) -> bool:
+    """Configured staff, and the incident managers: their briefing tells them
+    that answering it acts on the ticket, so they must be believed like staff
+    (after the same verification)."""
+    addr = mail.sender_addr
+    return is_staff_address(addr, app.settings.helpdesk.staff) or any(
+        addr == m.address.lower() for m in app.managers
+    )
+
+
+def _unverified_staff(app: App, mail: InboundEmail) -> str:
+    """Why a mail from a staff address is not believed, or "" (not staff, or verified)."""
     h = app.settings.helpdesk
-    if not is_staff_address(mail.sender_addr, h.staff):
-        return False
+    if not _is_staff(app, mail):
+        return ""
     verdict = verify_sender(mail, h.authserv_id, h.trust_staff_from)
-    if not verdict.verified:
-        # Someone used a staff address without proof: treat as a client and say so.
-        tickets.add_event(session, None, "security", mail.sender_addr, now,
-                          reason=verdict.reason, message_id=mail.message_id)
-        log(logger, logging.WARNING, "unverified staff sender", message_id=mail.message_id,
-            sender=mail.sender_addr, reason=verdict.reason)
-    return verdict.verified
+    if verdict.verified:
+        return ""
+    # Someone used a staff address without proof: treated as a client, and
+    # the caller records a security event on the ticket it lands on.
+    log(logger, logging.WARNING, "unverified staff sender", message_id=mail.message_id,
+        sender=mail.sender_addr, reason=verdict.reason)
+    return verdict.reason or "not authenticated"
 
 
 # -- the outcomes -------------------------------------------------------------
@@ -200,6 +263,7 @@ def _new_ticket(
     subject: str,
     escalation: str = "",
     stranger_of: str = "",
+    unverified: str = "",
 ) -> Applied:
     decided = classify_mail(subject, mail.text, mail.headers)
     customer = _customer(app, mail.sender_addr)
@@ -214,7 +278,7 @@ def _new_ticket(
         customer=customer.name if customer else "",
         region=customer.region if customer else "",
         subject_key=make_subject_key(decided.subject),
-        mentions=tuple(dict.fromkeys([*resolution.mentions, *([stranger_of] if stranger_of else [])])),
+        mentions=tuple(dict.fromkeys([*resolution.mentions, *filter(None, [stranger_of])])),
         linked_to=resolution.linked_to or stranger_of,
     )
     body = extract_new_text(mail.text)
@@ -227,18 +291,24 @@ def _new_ticket(
         escalate(app, session, ticket, mail, trigger=escalation, allowed=True, staff=False,
                  body=body, now=now, send_client_ack=may_answer)
     elif may_answer and mail.from_ is not None:
-        confirmation = notify.build(
-            app, ticket, "confirmation", now, [mail.from_],
-            in_reply_to=mail.message_id, references=mail.references,
-        )
-        row = outbox.enqueue(session, cfg, confirmation, now, ticket.id)
-        _record_outbound(session, ticket, confirmation, row, now)
+        try:
+            confirmation = notify.build(
+                app, ticket, "confirmation", now, [mail.from_],
+                in_reply_to=mail.message_id, references=mail.references,
+            )
+        except UndeliverableAddressError as exc:
+            tickets.add_event(session, ticket, "confirmation_not_sent", mail.sender_addr, now,
+                              reason=str(exc))
+        else:
+            row = outbox.enqueue(session, cfg, confirmation, now, ticket.id)
+            _record_outbound(session, ticket, confirmation, row, now)
     else:
         log(logger, logging.INFO, "no confirmation", message_id=mail.message_id,
             ticket=ticket.reference, reason=classification.no_auto_reply_reason)
     staff_mail = notify.build(
         app, ticket, "staff_new_ticket", now, notify.team(app),
-        context={"body": body}, subject=f"{tag_for(ticket)} New: {ticket.subject}",
+        context={"body": body, "unverified": unverified},
+        subject=f"{tag_for(ticket)} New: {ticket.subject}",
     )
     outbox.enqueue(session, cfg, staff_mail, now, ticket.id, rate_limited=False)
     if ticket.category == "billing" and app.settings.helpdesk.billing_address:
@@ -260,6 +330,8 @@ def _client_reply(
     resolution: Resolution,
     now: datetime,
     subject: str,
+    *,
+    unverified: str = "",
 ) -> Applied:
     body = extract_new_text(mail.text)
     tickets.add_message(session, ticket, direction="inbound", kind="client", now=now, body=body,
@@ -274,7 +346,7 @@ def _client_reply(
         tickets.set_status(app, session, ticket, "open", now, actor)
     notice = notify.build(
         app, ticket, "staff_client_reply", now, _staff_recipients(app, ticket),
-        context={"body": body, "sender": actor},
+        context={"body": body, "sender": actor, "unverified": unverified},
         subject=f"{tag_for(ticket)} Reply: {ticket.subject}",
     )
     outbox.enqueue(session, app.settings.outbound, notice, now, ticket.id, rate_limited=False)

@@ -27,9 +27,11 @@ import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.desk import Desk, DeskFactory
 from tests.support.dovecot import Dovecot, ImapAccount
 from tests.support.proxy import ProxyFactory, TcpProxy
 from tests.support.services import postgres_url, require_dovecot, scratch_database
@@ -98,3 +100,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url: str = request.getfixturevalue("pg_url")
         return url
     return f"sqlite:///{tmp_path / 'helpdesk.db'}"
+
+
+@pytest.fixture
+def make_desk(
+    dovecot: Dovecot, imap_account: ImapAccount, smtp_server: SmtpCapture, tmp_path: Path
+) -> Iterator[DeskFactory]:
+    desks: list[Desk] = []
+
+    def make(**options: Any) -> Desk:
+        desk = Desk.create(dovecot, imap_account, smtp_server, tmp_path, **options)
+        desks.append(desk)
+        return desk
+
+    yield make
+    for desk in desks:
+        desk.app.dispose()

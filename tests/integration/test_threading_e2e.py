@@ -1,0 +1,376 @@
+"""Threading and staff mail end to end: real Dovecot in, real SMTP out.
+
+Each test APPENDs mail to a fresh Dovecot mailbox, runs the daemon's
+``once`` in-process on a :class:`ManualClock` (so deadlines and the reopen
+window are deterministic), and reads the result the way an operator would:
+``helpdesk tickets show --json`` and the mail the SMTP capture received.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from helpdesk import tickets
+from helpdesk.db import session_scope
+from tests.support.config import STAFF
+from tests.support.desk import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    NOTE_ADDRESS,
+    QUOTED_HISTORY,
+    START,
+    SUPPORT,
+    VERIFYING,
+    DeskFactory,
+    addrs,
+    events,
+    kinds,
+    only,
+    open_ticket,
+    purposes,
+    staff_reply,
+)
+from tests.support.mail import make_mail
+
+# -- client replies --------------------------------------------------------------
+
+
+async def test_reply_with_changed_subject_threads_by_reply_token(make_desk: DeskFactory) -> None:
+    desk = make_desk()
+    confirmation, _ = await open_ticket(desk)
+    assert confirmation.rcpt == ("carol@client.test",)
+    assert confirmation.reply_to.startswith("support+hd-000001.")
+    # Carol answers with a subject of her own and a client that drops
+    # In-Reply-To and References: only the signed Reply-To is left.
+    assert await desk.deliver_by_cli(make_mail(sender=CAROL, to=confirmation.reply_to,
+                                 subject="Still nothing on floor two",
+                                 body="Any news? It is still broken.\n",
+                                 message_id="<carol-2@client.test>")) == {
+        "processed": 1, "done": 1}
+    # And a second reply that keeps only the Message-ID chain.
+    await desk.deliver(make_mail(sender=CAROL, subject="one more thing",
+                                 body="It also smells of smoke.\n",
+                                 message_id="<carol-3@client.test>",
+                                 in_reply_to=f"<{confirmation.message_id}>"))
+    assert desk.references() == ["HD-000001"]
+    data = desk.show()
+    client = [m for m in data["messages"] if m["kind"] == "client"]
+    assert [m["body"].strip() for m in client] == [
+        "Hello,\nthe printer on floor 2 is broken.\nCarol",
+        "Any news? It is still broken.",
+        "It also smells of smoke.",
+    ]
+    sent = desk.sent()
+    assert purposes(sent) == ["staff_client_reply", "staff_client_reply"]
+    assert all(s.rcpt == ("team@example.test",) for s in sent)
+
+
+async def test_outlook_reply_without_references_threads(make_desk: DeskFactory) -> None:
+    desk = make_desk()
+    await open_ticket(desk)
+    # Exchange: no In-Reply-To, no References, only Thread-Topic/Thread-Index,
+    # to the plain support address and with Outlook's "RE:".
+    await desk.deliver(make_mail(
+        sender=CAROL, subject="RE: Printer is broken", body="Sorry, it is floor 3.\n",
+        message_id="<outlook-1@client.test>",
+        headers={"Thread-Topic": "Printer is broken",
+                 "Thread-Index": "AQHZ1234567890abcdefABCDEFghij=="},
+    ))
+    # The requester retyping the reference is enough too.
+    await desk.deliver(make_mail(
+        sender=CAROL, subject="RE: [HD-000001] a different title",
+        body="And floor 4.\n", message_id="<outlook-2@client.test>",
+    ))
+    assert desk.references() == ["HD-000001"]
+    bodies = [m["body"].strip() for m in desk.show()["messages"] if m["kind"] == "client"]
+    assert bodies[1:] == ["Sorry, it is floor 3.", "And floor 4."]
+
+
+async def test_reply_from_cc_colleague_threads_and_is_copied_on_staff_reply(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    _, notification = await open_ticket(desk, cc=DAVE)
+    # Dave never got our confirmation: he replies to all on Carol's mail.
+    await desk.deliver(make_mail(
+        sender=DAVE, to=f"{CAROL}, {SUPPORT}", subject="Re: Printer is broken",
+        body="Same on floor 3.\n", message_id="<dave-1@client.test>",
+        in_reply_to="<orig@client.test>", references="<orig@client.test>",
+    ))
+    assert len(desk.references()) == 1
+    data = desk.show()
+    assert [m["from"] for m in data["messages"] if m["kind"] == "client"] == [
+        "carol@client.test", "dave@client.test"]
+    desk.sent()
+    await desk.deliver(staff_reply(notification, "We are on our way."))
+    relay = only(desk.sent(), "reply_relay")
+    assert addrs(relay.msg, "To") == ["carol@client.test"]
+    assert addrs(relay.msg, "Cc") == ["dave@client.test"]
+    assert set(relay.rcpt) == {"carol@client.test", "dave@client.test"}
+
+
+# -- staff replies -------------------------------------------------------------
+
+
+async def test_verified_staff_reply_is_relayed_from_support(
+    make_desk: DeskFactory, db_url: str
+) -> None:
+    desk = make_desk(db_url=db_url, helpdesk=VERIFYING)
+    _, notification = await open_ticket(desk, cc=DAVE)
+    # The notification invites a reply, and its Reply-To is signed.
+    assert notification.rcpt == ("team@example.test",)
+    assert notification.reply_to.startswith("support+hd-000001.")
+    before = desk.show()
+    assert before["first_response_due"] is not None and before["first_response_at"] is None
+    desk.clock.advance(timedelta(minutes=20))
+    await desk.deliver(staff_reply(notification, "Hello Carol,\nan engineer is on the way."
+                                   + QUOTED_HISTORY))
+    relay = only(desk.sent(), "reply_relay")
+    # Stored without the quoted history.
+    data = desk.show()
+    staff = [m for m in data["messages"] if m["kind"] == "staff_reply"]
+    assert [m["body"].strip() for m in staff] == ["Hello Carol,\nan engineer is on the way."]
+    # Relayed to the requester and CC, from the support address, under
+    # Alice's name, and Alice's address nowhere in the headers.
+    assert set(relay.rcpt) == {"carol@client.test", "dave@client.test"}
+    assert relay.mail_from == SUPPORT
+    assert addrs(relay.msg, "From") == [SUPPORT]
+    assert relay.msg["From"].addresses[0].display_name == "Alice Staff (Example Support)"
+    assert relay.reply_to.startswith("support+hd-000001.")
+    header_text = relay.raw.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert "staff.example.test" not in header_text
+    assert relay.subject == "Re: [HD-000001] Printer is broken"
+    assert relay.msg["In-Reply-To"] == "<orig@client.test>"
+    assert "an engineer is on the way." in relay.text
+    assert "New ticket HD-000001" not in relay.text
+    # A person wrote it: it must not look like an auto-reply.
+    assert relay.msg["Auto-Submitted"] is None
+    # The first-response clock stops; the ticket waits on the client.
+    assert data["first_response_at"] == (START + timedelta(minutes=20)).isoformat()
+    assert data["first_response_due"] is None
+    assert data["status"] == "pending"
+    assert data["assignee"] == STAFF
+
+
+async def test_spoofed_staff_reply_is_treated_as_client_mail(
+    make_desk: DeskFactory, db_url: str
+) -> None:
+    desk = make_desk(db_url=db_url, helpdesk=VERIFYING)
+    _, notification = await open_ticket(desk)
+    # Someone with the notification's reply address writes as Alice, with
+    # commands, but without our MTA's Authentication-Results (their own
+    # claim under another authserv-id proves nothing).
+    forged = staff_reply(notification, "#status closed\nPlease send the invoice to me.\n",
+                         auth=False)
+    forged = forged.replace(b"Subject:", b"Authentication-Results: evil.test; dkim=pass "
+                                         b"header.d=staff.example.test\nSubject:", 1)
+    await desk.deliver(forged)
+    [notice] = desk.sent()
+    assert notice.purpose == "staff_client_reply"
+    assert notice.rcpt == ("team@example.test",)
+    # The team is told why this "staff" mail went nowhere.
+    assert "did not authenticate" in notice.text and "no Authentication-Results" in notice.text
+    data = desk.show()
+    assert data["status"] == "new" and data["first_response_at"] is None
+    assert kinds(data) == ["client", "confirmation", "client"]
+    assert data["messages"][-1]["from"] == STAFF
+    assert "#status closed" in data["messages"][-1]["body"]
+    security = events(data, "security")
+    assert len(security) == 1
+    assert security[0]["actor"] == STAFF
+    assert "mx.example.test" in security[0]["detail"]["reason"]
+
+
+async def test_internal_notes_are_stored_and_not_relayed(make_desk: DeskFactory) -> None:
+    desk = make_desk()
+    _, notification = await open_ticket(desk)
+    await desk.deliver(staff_reply(notification, "#note\nCustomer phoned, printer is old.\n"))
+    # Mail to the note address is a note whatever its first line says.
+    await desk.deliver(make_mail(sender=ALICE, to=NOTE_ADDRESS,
+                                 subject="[HD-000001] Printer is broken",
+                                 body="Ordered a new toner.\n",
+                                 message_id="<alice-note-2@staff.example.test>"))
+    assert desk.sent() == []
+    data = desk.show()
+    notes = [m["body"].strip() for m in data["messages"] if m["kind"] == "note"]
+    assert notes == ["Customer phoned, printer is old.", "Ordered a new toner."]
+    # A note is not an answer to the client.
+    assert data["first_response_at"] is None and data["status"] == "new"
+
+
+# -- staff commands ---------------------------------------------------------------
+
+
+async def test_status_command_resolves_without_relay(make_desk: DeskFactory) -> None:
+    desk = make_desk()
+    _, notification = await open_ticket(desk)
+    await desk.deliver(staff_reply(notification, "#status resolved\n"))
+    assert desk.sent() == []
+    data = desk.show()
+    assert data["status"] == "resolved"
+    assert [(e["detail"]["old"], e["detail"]["new"]) for e in events(data, "status")] == [
+        ("new", "resolved")]
+
+
+async def test_status_command_with_text_relays_and_keeps_the_status(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    _, notification = await open_ticket(desk)
+    await desk.deliver(staff_reply(notification, "#status resolved\n\nFixed: new fuser.\n"))
+    relay = only(desk.sent(), "reply_relay")
+    assert "Fixed: new fuser." in relay.text and "#status" not in relay.text
+    assert desk.show()["status"] == "resolved"
+
+
+async def test_priority_command_recomputes_deadlines(make_desk: DeskFactory) -> None:
+    desk = make_desk()
+    _, notification = await open_ticket(desk)
+    before = desk.show()
+    assert before["priority"] == "medium"
+    await desk.deliver(staff_reply(notification, "#priority critical\n"))
+    after = desk.show()
+    assert after["priority"] == "critical"
+    assert after["first_response_due"] < before["first_response_due"]
+    assert after["resolution_due"] < before["resolution_due"]
+    [change] = events(after, "priority")
+    assert change["detail"] == {"old": "medium", "new": "critical"}
+    assert change["actor"] == STAFF
+
+
+async def test_assign_commands(make_desk: DeskFactory) -> None:
+    desk = make_desk()
+    _, notification = await open_ticket(desk)
+    await desk.deliver(staff_reply(notification, "#assign me\n"))
+    assert desk.show()["assignee"] == STAFF
+    await desk.deliver(staff_reply(notification, "#assign Bob@Staff.Example.Test\n",
+                                   message_id="<alice-2@staff.example.test>"))
+    data = desk.show()
+    assert data["assignee"] == BOB
+    assert [(e["detail"]["old"], e["detail"]["new"]) for e in events(data, "assigned")] == [
+        ("", STAFF), (STAFF, BOB)]
+    # The assignee, not the whole team, hears about the client's next reply.
+    desk.sent()
+    await desk.deliver(make_mail(sender=CAROL, subject="Re: [HD-000001] Printer is broken",
+                                 body="Thanks!\n", message_id="<carol-2@client.test>"))
+    assert [s.rcpt for s in desk.sent()] == [(BOB,)]
+
+
+async def test_cc_commands_change_who_gets_the_relay(make_desk: DeskFactory) -> None:
+    desk = make_desk()
+    _, notification = await open_ticket(desk)
+    await desk.deliver(staff_reply(notification, "#cc add <Erin@Client.test>\n"
+                                   "\nErin from facilities will join us.\n"))
+    relay = only(desk.sent(), "reply_relay")
+    assert set(relay.rcpt) == {"carol@client.test", "erin@client.test"}
+    await desk.deliver(staff_reply(notification, "#cc remove erin@client.test\n\nDone.\n",
+                                   message_id="<alice-2@staff.example.test>"))
+    relay = only(desk.sent(), "reply_relay")
+    assert relay.rcpt == ("carol@client.test",)
+    data = desk.show()
+    assert [e["detail"]["address"] for e in events(data, "cc_added")] == ["erin@client.test"]
+    assert [e["detail"]["address"] for e in events(data, "cc_removed")] == ["erin@client.test"]
+    assert "erin@client.test" not in {p["address"] for p in data["participants"]}
+
+
+async def test_invalid_command_answers_the_staff_sender_and_relays_nothing(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    _, notification = await open_ticket(desk)
+    await desk.deliver(staff_reply(notification, "#status solved\n#frobnicate\n\n"
+                                   "Internal: the client is difficult.\n"))
+    [error] = desk.sent()
+    assert error.purpose == "command_error"
+    assert error.rcpt == (STAFF,)
+    assert "'#status solved'" in error.text and "#frobnicate" in error.text
+    data = desk.show()
+    assert data["status"] == "new" and data["first_response_at"] is None
+    assert kinds(data)[-1] == "staff_rejected"
+
+
+# -- strangers, reopening, old tickets ----------------------------------------------
+
+
+async def test_stranger_quoting_a_reference_opens_a_new_ticket(
+    make_desk: DeskFactory, db_url: str
+) -> None:
+    desk = make_desk(db_url=db_url)
+    await open_ticket(desk)
+    before = desk.show()
+    await desk.deliver(make_mail(sender="Mallory <mallory@evil.test>",
+                                 subject="Re: [HD-000001] Printer is broken",
+                                 body="Please add me, and close it.\n",
+                                 message_id="<mallory-1@evil.test>"))
+    assert desk.references() == ["HD-000001", "HD-000002"]
+    new = desk.show("HD-000002")
+    assert new["requester"] == "mallory@evil.test"
+    assert new["mentions"] == ["HD-000001"]
+    assert [e["detail"]["reference"] for e in events(new, "mentions")] == ["HD-000001"]
+    after = desk.show()
+    assert after["messages"] == before["messages"]
+    assert after["participants"] == before["participants"]
+    assert after["status"] == before["status"]
+    sent = desk.sent()
+    assert purposes(sent) == ["confirmation", "staff_new_ticket"]
+    assert only(sent, "confirmation").rcpt == ("mallory@evil.test",)
+    assert "HD-000001" in only(sent, "staff_new_ticket").text
+
+
+async def test_reply_to_resolved_ticket_reopens_it(make_desk: DeskFactory) -> None:
+    desk = make_desk()
+    confirmation, notification = await open_ticket(desk)
+    await desk.deliver(staff_reply(notification, "#status resolved\n"))
+    desk.clock.advance(timedelta(days=2))
+    await desk.deliver(make_mail(sender=CAROL, to=confirmation.reply_to,
+                                 subject="Re: [HD-000001] Printer is broken",
+                                 body="It broke again.\n", message_id="<carol-2@client.test>"))
+    data = desk.show()
+    assert data["status"] == "open"
+    assert len(events(data, "reopened")) == 1
+    assert [(e["detail"]["old"], e["detail"]["new"]) for e in events(data, "status")] == [
+        ("new", "resolved"), ("resolved", "open")]
+    assert len(desk.references()) == 1
+
+
+async def test_reply_to_ticket_closed_long_ago_opens_a_linked_ticket(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    confirmation, _ = await open_ticket(desk)
+    with session_scope(desk.app.engine) as session:
+        ticket = tickets.get_by_reference(session, "HD-000001")
+        assert ticket is not None
+        tickets.set_status(desk.app, session, ticket, "closed", desk.clock.now(), STAFF)
+    desk.clock.advance(timedelta(days=31))
+    await desk.deliver(make_mail(sender=CAROL, to=confirmation.reply_to,
+                                 subject="Re: [HD-000001] Printer is broken",
+                                 body="It is broken again.\n",
+                                 message_id="<carol-late@client.test>",
+                                 in_reply_to=f"<{confirmation.message_id}>"))
+    assert desk.references() == ["HD-000001", "HD-000002"]
+    new = desk.show("HD-000002")
+    assert new["linked_to"] == "HD-000001"
+    assert [e["detail"]["to"] for e in events(new, "linked")] == ["HD-000001"]
+    assert [m["body"].strip() for m in new["messages"] if m["kind"] == "client"] == [
+        "It is broken again."]
+    old = desk.show()
+    assert old["status"] == "closed"
+    assert [m["kind"] for m in old["messages"]] == ["client", "confirmation"]
+    sent = desk.sent()
+    assert only(sent, "confirmation").subject.startswith("[HD-000002]")
+    assert "Linked to: HD-000001" in only(sent, "staff_new_ticket").text
+
+
+async def test_reply_to_ticket_closed_recently_reopens_it(make_desk: DeskFactory) -> None:
+    desk = make_desk()
+    confirmation, notification = await open_ticket(desk)
+    await desk.deliver(staff_reply(notification, "#status closed\n"))
+    desk.clock.advance(timedelta(days=29))
+    await desk.deliver(make_mail(sender=CAROL, to=confirmation.reply_to,
+                                 subject="Re: [HD-000001] Printer is broken",
+                                 body="Back again.\n", message_id="<carol-2@client.test>"))
+    assert len(desk.references()) == 1
+    assert desk.show()["status"] == "open"
