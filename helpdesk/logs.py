@@ -53,6 +53,12 @@ def configure(level: str = "INFO", kind: str = "kv") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def log(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
-    """Log ``event`` with structured ``fields`` (message_id, ticket, ...)."""
-    logger.log(level, event, extra=fields)
+def log(logger: logging.Logger, level: int, event: str, /, **fields: Any) -> None:
+    """Log ``event`` with structured ``fields`` (message_id, ticket, ...).
+
+    A field named like a LogRecord attribute (``name``, ``message``...) would
+    make logging raise, so such names get a ``field_`` prefix.
+    """
+    safe = {(f"field_{k}" if k in _RESERVED or k == "message" else k): v
+            for k, v in fields.items()}
+    logger.log(level, event, extra=safe)

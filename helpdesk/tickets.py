@@ -138,7 +138,13 @@ def open_ticket(
 
 
 def add_event(
-    session: Session, ticket: Ticket | None, kind: str, actor: str, now: datetime, **detail: object
+    session: Session,
+    ticket: Ticket | None,
+    kind: str,
+    actor: str,
+    now: datetime,
+    /,
+    **detail: object,
 ) -> Event:
     event = Event(
         ticket_id=ticket.id if ticket else None,

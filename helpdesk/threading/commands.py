@@ -107,10 +107,14 @@ def _parse_line(line: str) -> tuple[Command | None, str]:
             return Command("assign", "me"), ""
         return _with_address("assign", args[0], line)
     if name == "cc":
-        if len(args) != 2 or args[0].lower() not in ("add", "remove"):
+        if len(args) < 2 or args[0].lower() not in ("add", "remove"):
             return None, f"{line!r}: use '#cc add <address>' or '#cc remove <address>'"
         verb: Verb = "cc_add" if args[0].lower() == "add" else "cc_remove"
-        return _with_address(verb, args[1], line)
+        # Pasted from a mail client as `Erin Example <erin@x.test>`: the address
+        # is the last word; a display name before it is allowed, nothing else.
+        if len(args) > 2 and not (args[-1].startswith("<") and args[-1].endswith(">")):
+            return None, f"{line!r}: use '#cc add <address>' or '#cc remove <address>'"
+        return _with_address(verb, args[-1], line)
     return None, f"{line!r}: unknown command '#{name}'"
 
 

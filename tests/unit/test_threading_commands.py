@@ -182,3 +182,11 @@ def test_valid_commands_are_removed_and_the_text_kept(block: list[str], body: st
     assert result.ok
     assert len(result.commands) == len({line for line in block if line})
     assert result.remaining_text.strip() == body.strip()
+
+
+def test_cc_accepts_a_display_name_pasted_from_a_mail_client() -> None:
+    result = parse_commands("#cc add Erin Example <Erin@Client.test>\nHello\n")
+    assert result.errors == ()
+    assert [(c.verb, c.value) for c in result.commands] == [("cc_add", "erin@client.test")]
+    bad = parse_commands("#cc add erin@client.test and more\n")
+    assert bad.errors and not bad.commands
