@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,16 +78,22 @@ class SmtpTransport:
         if self._client is not None and self._client.is_connected:
             return self._client
         cfg = self.cfg
+        tls = cfg.security in ("tls", "starttls")
         client = aiosmtplib.SMTP(
             hostname=cfg.host,
             port=cfg.port,
             timeout=cfg.timeout,
             use_tls=cfg.security == "tls",
             start_tls=cfg.security == "starttls",
+            tls_context=ssl.create_default_context(cafile=cfg.ca_file or None) if tls else None,
         )
         await client.connect()
-        if cfg.username:
-            await client.login(cfg.username, cfg.password)
+        try:
+            if cfg.username:
+                await client.login(cfg.username, cfg.password)
+        except BaseException:
+            _discard(client)
+            raise
         self._client = client
         return client
 
@@ -94,6 +101,13 @@ class SmtpTransport:
         try:
             client = await self._connect()
             errors, response = await client.sendmail(envelope_from, recipients, raw)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # Our credentials are wrong: every mail would fail the same way, and
+            # none of them is at fault. Keep them queued until an admin fixes it.
+            await self._drop()
+            log(logger, logging.ERROR, "SMTP authentication failed; check outbound.username "
+                "and HELPDESK_OUTBOUND__PASSWORD", code=exc.code)
+            return SendResult(False, False, f"authentication failed: {exc.code} {exc.message}")
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             permanent = all(500 <= c < 600 for c in codes)
@@ -114,10 +128,7 @@ class SmtpTransport:
     async def _drop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
+            _discard(client)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -126,6 +137,18 @@ class SmtpTransport:
                 await client.quit()
             except Exception:
                 client.close()
+
+
+def _discard(client: aiosmtplib.SMTP) -> None:
+    """Drop a connection we gave up on; abort() so a TLS transport does not
+    linger waiting for a close_notify exchange nobody will complete."""
+    transport = client.transport
+    try:
+        client.close()
+    except Exception:
+        pass
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()
 
 
 def make_transport(cfg: OutboundSettings) -> Transport:

@@ -96,6 +96,7 @@ class InboundSettings:
     batch_size: int = 200
     timeout: float = 30.0
     max_fetch_bytes: int = 0  # 0: helpdesk.max_message_size plus headroom
+    ca_file: str = ""  # trust this CA bundle (a private CA) instead of the system's
     path: str = "var/mail"
 
     @property
@@ -115,6 +116,7 @@ class OutboundSettings:
     username: str = ""
     password: str = ""
     timeout: float = 30.0
+    ca_file: str = ""  # trust this CA bundle (a private CA) instead of the system's
     path: str = "var/sent"
     max_attempts: int = 12
     max_age_hours: float = 48.0

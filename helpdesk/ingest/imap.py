@@ -70,7 +70,11 @@ class ImapSource:
         await self.close()
         self._lost = asyncio.Event()
         cfg = self.cfg
-        context = ssl.create_default_context() if cfg.security in ("tls", "starttls") else None
+        context = (
+            ssl.create_default_context(cafile=cfg.ca_file or None)
+            if cfg.security in ("tls", "starttls")
+            else None
+        )
         lost = self._lost
 
         def on_lost(_exc: Exception | None) -> None:
@@ -108,11 +112,13 @@ class ImapSource:
         # then upgrade the transport in place and ask for capabilities again,
         # since pre-TLS capabilities must be discarded.
         protocol = client.protocol
-        response = await asyncio.wait_for(protocol.simple_command("STARTTLS"), self.cfg.timeout)
+        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        response = await asyncio.wait_for(protocol.execute(command), self.cfg.timeout)
         _check(response, "STARTTLS")
         loop = asyncio.get_running_loop()
         transport = await loop.start_tls(
-            protocol.transport, protocol, context or ssl.create_default_context(),
+            protocol.transport, protocol, context or ssl.create_default_context(
+                cafile=self.cfg.ca_file or None),
             server_hostname=self.cfg.host,
         )
         protocol.transport = transport

@@ -52,6 +52,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from tests.support.ports import LOOPBACK, free_port
+from tests.support.tls import TlsFiles
 
 _SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
 _START_TIMEOUT = 10.0
@@ -110,7 +111,15 @@ class Dovecot:
 
     host = LOOPBACK
 
-    def __init__(self, users: Mapping[str, str] | None = None, *, binary: str | None = None):
+    def __init__(
+        self,
+        users: Mapping[str, str] | None = None,
+        *,
+        binary: str | None = None,
+        tls: TlsFiles | None = None,
+    ):
+        self._tls = tls
+        self.tls_port: int | None = None
         self._users: dict[str, str] = dict(users or {})
         for user, password in self._users.items():
             _validate(user, password)
@@ -252,7 +261,17 @@ class Dovecot:
         root = self.directory
         if any(ch.isspace() for ch in str(root)):
             raise DovecotError(f"the test directory {root} must not contain whitespace")
-        (root / "dovecot.conf").write_text(_CONFIG.format(root=root, port=self.port))
+        ssl = "ssl = no"
+        imaps = 0
+        if self._tls is not None:
+            # Implicit TLS on the imaps port, STARTTLS (RFC 3501 §6.2.1) on the plain one.
+            self.tls_port = imaps = free_port()
+            ssl = (f"ssl = yes\nssl_cert = <{self._tls.cert}\nssl_key = <{self._tls.key}")
+            if Path("/usr/share/dovecot/dh.pem").exists():
+                ssl += "\nssl_dh = </usr/share/dovecot/dh.pem"
+        (root / "dovecot.conf").write_text(
+            _CONFIG.format(root=root, port=self.port, ssl=ssl, imaps=imaps)
+        )
 
     def _spawn(self, binary: str) -> bool:
         """Run Dovecot and wait for its greeting; False if it exited or never greeted."""
@@ -481,7 +500,7 @@ default_internal_user = dovecot
 default_internal_group = dovecot
 default_login_user = dovenull
 first_valid_uid = 1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 # Tests try wrong passwords on purpose: answer soon (failures are still flushed every 0.5 s).
@@ -515,7 +534,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps}
   }}
 }}
 service anvil {{

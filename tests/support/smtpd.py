@@ -25,18 +25,20 @@ real server would have done.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from tests.support.ports import LOOPBACK, free_port
+from tests.support.tls import TlsFiles
 
 Stage = Literal["MAIL", "RCPT", "DATA"]
 
@@ -129,7 +131,13 @@ class SmtpCapture:
 
     host = LOOPBACK
 
-    def __init__(self) -> None:
+    def __init__(
+        self, tls: TlsFiles | None = None, credentials: tuple[str, str] | None = None
+    ) -> None:
+        """``tls`` offers STARTTLS; ``credentials`` requires AUTH (after TLS)."""
+        self._tls = tls
+        self._credentials = credentials
+        self.logins: list[str] = []
         self._cond = threading.Condition()
         self._messages: list[CapturedMessage] = []
         self._attempts = 0
@@ -158,8 +166,17 @@ class SmtpCapture:
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             port = free_port()
             # A fixed server hostname: otherwise aiosmtpd asks DNS for this machine's FQDN.
+            options: dict[str, Any] = {}
+            if self._tls is not None:
+                context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                context.load_cert_chain(self._tls.cert, self._tls.key)
+                options.update(tls_context=context, require_starttls=True)
+            if self._credentials is not None:
+                options.update(authenticator=self._authenticate, auth_required=True,
+                               auth_require_tls=self._tls is not None)
             controller = Controller(
-                _Handler(self), hostname=self.host, port=port, server_hostname="smtp.test"
+                _Handler(self), hostname=self.host, port=port, server_hostname="smtp.test",
+                **options,
             )
             try:
                 controller.start()
@@ -173,6 +190,17 @@ class SmtpCapture:
             self._controller, self._port = controller, port
             break
         return self
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        login = getattr(auth_data, "login", b"")
+        password = getattr(auth_data, "password", b"")
+        expected = self._credentials
+        ok = expected is not None and (login, password) == tuple(x.encode() for x in expected)
+        if ok:
+            self.logins.append(login.decode())
+        return AuthResult(success=ok, handled=False)
 
     def stop(self) -> None:
         controller, self._controller = self._controller, None

@@ -1,0 +1,87 @@
+"""TLS, STARTTLS and AUTH against real servers with a throwaway CA."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.config import cli, cli_json, imap_inbound, smtp_outbound, write_config
+from tests.support.dovecot import Dovecot, ImapAccount
+from tests.support.mail import make_mail
+from tests.support.services import require_dovecot
+from tests.support.smtpd import SmtpCapture
+from tests.support.tls import TlsFiles, make_tls_files
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def tls_dovecot(tls_files: TlsFiles) -> Iterator[Dovecot]:
+    require_dovecot()
+    with Dovecot(tls=tls_files) as server:
+        yield server
+
+
+@pytest.fixture
+def tls_account(tls_dovecot: Dovecot) -> ImapAccount:
+    import secrets
+
+    return tls_dovecot.add_user(f"tls-{secrets.token_hex(4)}@example.test", "secret")
+
+
+@pytest.mark.dovecot
+@pytest.mark.parametrize("mode", ["tls", "starttls"])
+def test_imap_over_tls_and_starttls(
+    mode: str, tls_dovecot: Dovecot, tls_account: ImapAccount, tls_files: TlsFiles,
+    tmp_path: Path,
+) -> None:
+    tls_dovecot.append(tls_account.user, "INBOX", make_mail(message_id=f"<{mode}@client.test>"))
+    port = tls_dovecot.tls_port if mode == "tls" else tls_account.port
+    config = write_config(tmp_path, inbound=imap_inbound(
+        tls_account, security=mode, port=port, ca_file=str(tls_files.ca)))
+    code, _, err = cli(config, "run", "--once")
+    assert code == 0, err
+    assert [t["subject"] for t in cli_json(config, "tickets", "list")] == ["Printer is broken"]
+
+
+@pytest.mark.dovecot
+def test_imap_refuses_a_certificate_it_cannot_verify(
+    tls_dovecot: Dovecot, tls_account: ImapAccount, tmp_path: Path
+) -> None:
+    tls_dovecot.append(tls_account.user, "INBOX", make_mail())
+    config = write_config(tmp_path, inbound=imap_inbound(
+        tls_account, security="tls", port=tls_dovecot.tls_port))  # system CAs only
+    code, _, err = cli(config, "run", "--once")
+    assert code != 0 and "CERTIFICATE_VERIFY_FAILED" in err
+    assert cli_json(config, "tickets", "list") == []
+    assert len(tls_dovecot.list_uids(tls_account.user, "INBOX")) == 1  # nothing lost
+
+
+def test_smtp_starttls_with_auth_from_the_environment(
+    tls_files: TlsFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SmtpCapture(tls=tls_files, credentials=("helpdesk", "s3cret")) as server:
+        config = write_config(tmp_path, outbound=smtp_outbound(
+            server, security="starttls", username="helpdesk", ca_file=str(tls_files.ca)))
+        raw = tmp_path / "in.eml"
+        raw.write_bytes(make_mail(sender="carol@client.test", message_id="<tls@client.test>"))
+        assert cli(config, "ingest", str(raw))[0] == 0
+
+        monkeypatch.setenv("HELPDESK_OUTBOUND__PASSWORD", "wrong")
+        assert cli(config, "run", "--once")[0] == 0
+        rows = cli_json(config, "outbox", "list")
+        assert {r["status"] for r in rows} == {"queued"}  # kept, not failed
+        assert all("authentication failed" in r["last_error"] for r in rows)
+        assert server.messages == []
+
+        monkeypatch.setenv("HELPDESK_OUTBOUND__PASSWORD", "s3cret")
+        monkeypatch.setenv("HELPDESK_CLOCK_OFFSET_SECONDS", "3600")  # past the backoff
+        assert cli(config, "run", "--once")[0] == 0
+        assert sorted(m.rcpt_tos[0] for m in server.messages) == [
+            "carol@client.test", "team@example.test"]
+        assert server.logins and set(server.logins) == {"helpdesk"}
