@@ -221,3 +221,77 @@ def test_inbound_rows_are_unique_per_message(
     assert all(r.uidvalidity and r.uid for r in rows)
     assert len(queued) == 2
     app.dispose()
+
+
+async def test_acknowledge_without_move_copies_flags_and_expunges(
+    dovecot: Dovecot, imap_account: ImapAccount
+) -> None:
+    from helpdesk.ingest.imap import ImapSource
+    from helpdesk.ingest.source import Acknowledgement
+    from helpdesk.settings import InboundSettings
+
+    for raw in _mails(3):
+        dovecot.append(imap_account.user, "INBOX", raw)
+    cfg = InboundSettings(kind="imap", host=imap_account.host, port=imap_account.port,
+                          security="none", username=imap_account.user,
+                          password=imap_account.password)
+    source = ImapSource(cfg, 10_000_000)
+    await source.open()
+    # As on a server without RFC 6851 MOVE: the RFC 4315 path must be taken.
+    source.capabilities = source.capabilities - {"MOVE"}
+    fetched = await source.fetch(10)
+    assert len(fetched) == 3
+    await source.acknowledge(Acknowledgement(processed=tuple(fetched[:2]),
+                                             quarantined=tuple(fetched[2:])))
+    await source.close()
+    assert dovecot.list_uids(imap_account.user, "INBOX") == []
+    assert len(dovecot.list_uids(imap_account.user, "Processed")) == 2
+    assert len(dovecot.list_uids(imap_account.user, "Quarantine")) == 1
+
+
+def test_oversized_mail_is_quarantined_without_reading_it_all(
+    dovecot: Dovecot, imap_account: ImapAccount, tmp_path: Path
+) -> None:
+    dovecot.append(imap_account.user, "INBOX", _mails(1, size=50_000)[0])
+    dovecot.append(imap_account.user, "INBOX", make_mail(message_id="<small@client.test>"))
+    config = write_config(tmp_path, inbound=imap_inbound(imap_account, max_fetch_bytes=20_000),
+                          helpdesk={"max_message_size": 20_000})
+    assert cli(config, "run", "--once")[0] == 0
+    held = cli_json(config, "quarantine", "list")
+    assert [h["reason"] for h in held] == ["too_large"]
+    assert held[0]["size"] < 20_000  # only the headers were read
+    assert [t["subject"] for t in cli_json(config, "tickets", "list")] == ["Printer is broken"]
+    assert len(dovecot.list_uids(imap_account.user, "Quarantine")) == 1
+    code, out, _ = cli(config, "quarantine", "replay", str(held[0]["id"]))
+    assert code == 0 and "max_message_size" in out
+
+
+def test_quarantined_message_can_be_replayed(tmp_path: Path) -> None:
+    from helpdesk.db import session_scope
+    from helpdesk.models import Quarantine
+
+    config = write_config(tmp_path)
+    maildir = tmp_path / "mail" / "new"
+    maildir.mkdir(parents=True)
+    (maildir / "1.eml").write_bytes(make_mail(message_id="<replay@client.test>"))
+    # A template the administrator broke makes processing fail: quarantine.
+    broken = tmp_path / "broken.txt.j2"
+    broken.write_text("{{ no_such_variable }}\n")
+    bad = write_config(tmp_path, extra=f'\n[templates]\nconfirmation = "{broken}"\n')
+    assert cli(bad, "run", "--once")[0] == 0
+    held = cli_json(bad, "quarantine", "list")
+    assert [h["reason"] for h in held] == ["apply_failed"]
+    code, out, _ = cli(bad, "quarantine", "show", str(held[0]["id"]))
+    assert code == 0 and "no_such_variable" in out and "replay@client.test" in out
+    # Fixed: replay stores it, once.
+    good = write_config(tmp_path)
+    code, out, err = cli(good, "quarantine", "replay", "--all")
+    assert code == 0, err
+    assert '"status": "replayed"' in out and '"reference": "HD-000001"' in out
+    assert len(cli_json(good, "tickets", "list")) == 1
+    assert cli_json(good, "quarantine", "list")[0]["status"] == "replayed"
+    app = make_app(good)
+    with session_scope(app.engine) as session:
+        row = session.get(Quarantine, held[0]["id"])
+        assert row is not None and row.replayed_at is not None
+    app.dispose()
