@@ -270,7 +270,7 @@ def test_quarantined_message_can_be_replayed(tmp_path: Path) -> None:
     from helpdesk.db import session_scope
     from helpdesk.models import Quarantine
 
-    config = write_config(tmp_path)
+    write_config(tmp_path)
     maildir = tmp_path / "mail" / "new"
     maildir.mkdir(parents=True)
     (maildir / "1.eml").write_bytes(make_mail(message_id="<replay@client.test>"))
