@@ -51,10 +51,12 @@ def _mbox(rel: str, data: bytes, path: Path) -> Iterator[tuple[str, bytes]]:
         with tempfile.NamedTemporaryFile(suffix=".mbox", delete=False) as fh:
             fh.write(data)
             tmp = Path(fh.name)
+    box = mailbox.mbox(str(tmp), create=False)
     try:
-        for i, message in enumerate(mailbox.mbox(str(tmp), create=False)):
+        for i, message in enumerate(box):
             yield f"{rel}#{i}", message.as_bytes(unixfrom=False)
     finally:
+        box.close()
         if path.name.endswith(".gz"):
             tmp.unlink()
 
