@@ -15,7 +15,7 @@ from helpdesk.clock import Clock, SystemClock
 from helpdesk.db import make_engine
 from helpdesk.errors import ConfigError
 from helpdesk.escalation.rota import Manager, WorkingHours
-from helpdesk.settings import WEEKDAYS, Settings
+from helpdesk.settings import WEEKDAYS, CustomerSettings, Settings
 from helpdesk.sla.calendar import BusinessCalendar, OpenRange, WeeklyHours
 from helpdesk.sla.policy import SlaPolicy, default_policy
 from helpdesk.templates import Templates
@@ -73,6 +73,18 @@ class App:
         local, _, domain = addr.rpartition("@")
         base = local.split("+", 1)[0]
         return f"{base}@{domain}" in self.own_addresses
+
+    def customer_for(self, addr: str) -> CustomerSettings | None:
+        """The configured customer an address belongs to: by address, then domain."""
+        addr = addr.lower()
+        domain = addr.rpartition("@")[2]
+        for customer in self.settings.customers:
+            if addr in (a.lower() for a in customer.addresses):
+                return customer
+        for customer in self.settings.customers:
+            if domain in (d.lower().lstrip("@") for d in customer.domains):
+                return customer
+        return None
 
     def dispose(self) -> None:
         self.engine.dispose()

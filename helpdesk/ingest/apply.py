@@ -266,7 +266,7 @@ def _new_ticket(
     unverified: str = "",
 ) -> Applied:
     decided = classify_mail(subject, mail.text, mail.headers)
-    customer = _customer(app, mail.sender_addr)
+    customer = app.customer_for(mail.sender_addr)
     plan = Plan(customer.plan) if customer else Plan(app.settings.sla.default_plan)
     ticket = tickets.open_ticket(
         app, session, mail, now,
@@ -523,17 +523,6 @@ def _staff_recipients(app: App, ticket: Ticket) -> tuple[Address, ...]:
     if ticket.assignee:
         return (Address(ticket.assignee),)
     return notify.team(app)
-
-
-def _customer(app: App, addr: str):  # type: ignore[no-untyped-def]
-    domain = addr.rpartition("@")[2]
-    for customer in app.settings.customers:
-        if addr in (a.lower() for a in customer.addresses):
-            return customer
-    for customer in app.settings.customers:
-        if domain in (d.lower().lstrip("@") for d in customer.domains):
-            return customer
-    return None
 
 
 def _last_client_message_id(session: Session, ticket: Ticket) -> str:
