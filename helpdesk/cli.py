@@ -20,6 +20,7 @@ from helpdesk.clock import Clock, OffsetClock, SystemClock
 from helpdesk.errors import ConfigError, HelpdeskError, SchemaOutdatedError
 from helpdesk.models import Event, InboundMail, Message, Outbox, Quarantine, Ticket
 from helpdesk.settings import Settings, load_settings, mask_url, masked, resolve_config_path
+from helpdesk.sla import report_cli
 
 EX_OK = 0
 EX_USAGE = 64
@@ -103,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--status")
     o.add_argument("--failed", action="store_true")
     o.add_argument("--json", action="store_true")
+    report_cli.add_parser(sub)
     return p
 
 
@@ -352,4 +354,5 @@ _HANDLERS = {
     "quarantine": cmd_quarantine,
     "tickets": cmd_tickets,
     "outbox": cmd_outbox,
+    "sla": report_cli.cmd_sla,
 }

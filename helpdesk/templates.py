@@ -24,6 +24,7 @@ PURPOSES = (
     "reply_relay",
     "sla_warning",
     "sla_breach",
+    "sla_breach_client",
     "escalation_ack",
     "escalation_notice",
     "escalation_briefing",

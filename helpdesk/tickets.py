@@ -295,17 +295,26 @@ def set_priority(
 def status_history(session: Session, ticket: Ticket) -> tuple[StatusChange, ...]:
     assert ticket.id is not None
     events = session.exec(
-        select(Event)
+        select(Event.created_at, Event.detail)
         .where(Event.ticket_id == ticket.id, Event.kind == "status")
         .order_by(Event.created_at, Event.id)  # type: ignore[arg-type]
     ).all()
-    changes: list[StatusChange] = []
-    for event in events:
-        new = json.loads(event.detail or "{}").get("new")
-        if new in STATUSES:
-            at = max(event.created_at, ticket.created_at)
-            changes.append(StatusChange(at=at, status=SlaStatus(new)))
-    return tuple(changes)
+    return status_changes(
+        [(at, str(json.loads(detail or "{}").get("new", ""))) for at, detail in events],
+        ticket.created_at,
+    )
+
+
+def status_changes(
+    events: Iterable[tuple[datetime, str]], created_at: datetime
+) -> tuple[StatusChange, ...]:
+    """Status events as the SLA clocks read them. Pure: unknown statuses are
+    ignored, and an event stamped before the ticket counts from its creation."""
+    return tuple(
+        StatusChange(at=max(at, created_at), status=SlaStatus(new))
+        for at, new in events
+        if new in STATUSES
+    )
 
 
 def sent_notices(session: Session, ticket: Ticket) -> set[NoticeKey]:
