@@ -1,25 +1,32 @@
 """Composing outbound mail from data. Pure code: no clock, no I/O.
 
-Headers are set through ``email.message.EmailMessage`` with the SMTP policy,
-which encodes non-ASCII per RFC 2047 and refuses CR/LF inside a value; we
-also fold any CR/LF in data to spaces first, so a hostile subject or display
-name can never start a header of its own (RFC 5322 §2.2).
+Headers are built by the email library (``formataddr``, ``Header``) from
+data, never pasted together. Every value first has its line breaks folded to
+spaces, so a hostile subject or display name can never start a header of its
+own (RFC 5322 §2.2); addresses are validated before use. We use the compat32
+message classes: the modern header registry re-parses each value and cost
+more than everything else in composing a mail.
 """
 
 from __future__ import annotations
 
+import quopri
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address as HeaderAddress
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.policy import compat32
+from email.utils import format_datetime, formataddr
+from typing import Any
 
 from helpdesk.ingest.inbound import Address
 
 LOOP_HEADER = "X-Helpdesk-Loop"
+# compat32 generation with CRLF line ends (RFC 5322 §2.1) and 78-column folding.
+_WIRE = compat32.clone(linesep="\r\n")
 _BREAKS = re.compile(r"[\r\n\x00\x0b\x0c\x85\u2028\u2029]+")
 
 
@@ -71,7 +78,8 @@ class UndeliverableAddressError(ValueError):
     """An address we cannot put in a header or an SMTP envelope."""
 
 
-def _header_address(addr: Address) -> HeaderAddress:
+def _header_address(addr: Address) -> str:
+    """``Name <addr>`` with the name RFC 2047-encoded when it is not ASCII."""
     local, _, domain = addr.addr.rpartition("@")
     quoted = len(local) > 1 and local.startswith('"') and local.endswith('"')
     bare = local[1:-1] if quoted else local
@@ -84,7 +92,14 @@ def _header_address(addr: Address) -> HeaderAddress:
         or not addr.addr.isascii()  # SMTPUTF8 (RFC 6531) is not assumed of the relay
     ):
         raise UndeliverableAddressError(f"not a deliverable address: {addr.addr!r}")
-    return HeaderAddress(display_name=one_line(addr.name), username=bare, domain=domain)
+    return formataddr((one_line(addr.name), addr.addr), charset="utf-8")
+
+
+def _text_header(value: str) -> str | Header:
+    """A one-line header value; non-ASCII text as an RFC 2047 Header, which
+    the generator folds between encoded-words (§2)."""
+    value = one_line(value)
+    return value if value.isascii() else Header(value, "utf-8")
 
 
 def _bracket(ids: Sequence[str]) -> str:
@@ -94,15 +109,15 @@ def _bracket(ids: Sequence[str]) -> str:
 def compose(draft: Draft) -> Outgoing:
     if not draft.to:
         raise ValueError("a mail needs at least one recipient")
-    msg = EmailMessage(policy=SMTP)
+    msg: Message[Any, Any] = _body(draft.text, draft.html)
     msg["From"] = _header_address(draft.from_addr)
-    msg["To"] = [_header_address(a) for a in draft.to]
+    msg["To"] = ", ".join(_header_address(a) for a in draft.to)
     if draft.cc:
-        msg["Cc"] = [_header_address(a) for a in draft.cc]
+        msg["Cc"] = ", ".join(_header_address(a) for a in draft.cc)
     if draft.reply_to is not None:
         msg["Reply-To"] = _header_address(draft.reply_to)
     subject = one_line(draft.subject)
-    msg["Subject"] = subject
+    msg["Subject"] = _text_header(subject)
     msg["Date"] = format_datetime(draft.date)
     msg["Message-ID"] = f"<{one_line(draft.message_id).strip('<>')}>"
     if draft.in_reply_to:
@@ -119,10 +134,7 @@ def compose(draft: Draft) -> Outgoing:
         msg["Auto-Submitted"] = "auto-replied"
         msg["X-Auto-Response-Suppress"] = "All"
         msg["Precedence"] = "bulk"
-    msg[LOOP_HEADER] = one_line(draft.loop_value)
-    msg.set_content(draft.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    if draft.html:
-        msg.add_alternative(draft.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    msg[LOOP_HEADER] = _text_header(draft.loop_value)
     recipients = tuple(dict.fromkeys(a.addr for a in (*draft.to, *draft.cc)))
     return Outgoing(
         purpose=draft.purpose,
@@ -132,5 +144,26 @@ def compose(draft: Draft) -> Outgoing:
         message_id=one_line(draft.message_id).strip("<>"),
         subject=subject,
         text=draft.text,
-        raw=msg.as_bytes(),
+        raw=msg.as_bytes(policy=_WIRE),
     )
+
+
+def _body(text: str, html: str) -> Message:
+    plain = _text_part(text, "plain")
+    if not html:
+        plain["MIME-Version"] = "1.0"
+        return plain
+    return MIMEMultipart("alternative", _subparts=[plain, _text_part(html, "html")])
+
+
+def _text_part(text: str, subtype: str) -> Message:
+    part = Message()
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    part.set_payload(_qp(text))
+    return part
+
+
+def _qp(text: str) -> str:
+    # RFC 2045 §6.7 quoted-printable keeps mostly-ASCII text readable on the wire.
+    return quopri.encodestring(text.replace("\r\n", "\n").encode("utf-8")).decode("ascii")
