@@ -133,7 +133,7 @@ def open_ticket(
         add_event(session, ticket, "linked", requester.addr, now, to=linked_to)
     for ref in mentions:
         add_event(session, ticket, "mentions", requester.addr, now, reference=ref)
-    recompute_sla(app, session, ticket, now)
+    recompute_sla(app, session, ticket, now, fresh=True)
     return ticket
 
 
@@ -220,17 +220,22 @@ def remember_ids(
     session: Session, ticket_id: int, own: str, referenced: Iterable[str] = ()
 ) -> None:
     """Record ``own`` for this ticket, and ``referenced`` ids not yet known."""
-    if own:
-        row = session.get(ThreadId, own)
+    wanted = [i for i in dict.fromkeys([own, *referenced]) if i]
+    if not wanted:
+        return
+    known = {
+        row.message_id: row
+        for row in session.exec(
+            select(ThreadId).where(ThreadId.message_id.in_(wanted))  # type: ignore[attr-defined]
+        )
+    }
+    for message_id in wanted:
+        row = known.get(message_id)
         if row is None:
-            session.add(ThreadId(message_id=own, ticket_id=ticket_id))
-        elif row.ticket_id != ticket_id:
+            session.add(ThreadId(message_id=message_id, ticket_id=ticket_id))
+        elif message_id == own and row.ticket_id != ticket_id:
             row.ticket_id = ticket_id
             session.add(row)
-    for ref in referenced:
-        if ref and ref != own and session.get(ThreadId, ref) is None:
-            session.add(ThreadId(message_id=ref, ticket_id=ticket_id))
-    session.flush()
 
 
 def store_attachments(session: Session, message: Message, items: Iterable[Attachment]) -> None:
@@ -327,21 +332,25 @@ def sent_notices(session: Session, ticket: Ticket) -> set[NoticeKey]:
     return keys
 
 
-def recompute_sla(app: App, session: Session, ticket: Ticket, now: datetime) -> None:
+def recompute_sla(
+    app: App, session: Session, ticket: Ticket, now: datetime, *, fresh: bool = False
+) -> None:
     """Keep ``first_response_due``, ``resolution_due`` and ``next_sla_at``
-    current: a pure function of the policy and the ticket's history."""
+    current: a pure function of the policy and the ticket's history.
+    ``fresh``: a ticket created in this transaction has no history to read."""
     clock = TicketClock(
         created_at=ticket.created_at,
         priority=Priority(ticket.priority),
         plan=Plan(ticket.plan),
-        status_changes=status_history(session, ticket),
+        status_changes=() if fresh else status_history(session, ticket),
         first_public_reply_at=ticket.first_response_at,
     )
     state = compute_sla(clock, app.policy)
     ticket.first_response_due = state.first_response.due_at
     ticket.resolution_due = state.resolution.due_at
     ticket.sla_cycle = state.resolution.cycle
-    sla_next = next_wakeup(state, sent_notices(session, ticket) if ticket.id else set())
+    sent = set() if fresh or ticket.id is None else sent_notices(session, ticket)
+    sla_next = next_wakeup(state, sent)
     candidates = [t for t in (sla_next, ticket.escalation_ack_due) if t is not None]
     ticket.next_sla_at = min(candidates) if candidates else None
     session.add(ticket)

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import and_, or_
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from helpdesk.app import App
 from helpdesk.db import session_scope
@@ -91,9 +92,10 @@ class Pipeline:
         sha = mail.sha256 if mail else hashlib.sha256(item.raw).hexdigest()
         existing = self._existing(session, item, dedup_key(message_id, sha))
         if existing is not None:
-            status = "quarantined" if existing.status == "quarantined" else "duplicate"
+            stored_id, stored_status = existing
+            status = "quarantined" if stored_status == "quarantined" else "duplicate"
             log(logger, logging.INFO, "already stored", message_id=message_id,
-                inbound_id=existing.id, status=existing.status)
+                inbound_id=stored_id, status=stored_status)
             return Outcome(item, status, "already stored")
         inbound = InboundMail(
             source=item.source,
@@ -132,18 +134,21 @@ class Pipeline:
             ticket=result.reference, outcome=result.outcome)
         return Outcome(item, inbound.status, result.outcome, result.reference)
 
-    def _existing(self, session: Session, item: Fetched, key: str) -> InboundMail | None:
+    def _existing(self, session: Session, item: Fetched, key: str) -> tuple[int, str] | None:
+        """(id, status) of the stored copy of this message, if any."""
+        condition = col(InboundMail.dedup_key) == key
         if item.uid is not None:
-            row = session.exec(
-                select(InboundMail).where(
-                    InboundMail.source == item.source,
-                    InboundMail.uidvalidity == item.uidvalidity,
-                    InboundMail.uid == item.uid,
-                )
-            ).first()
-            if row is not None:
-                return row
-        return session.exec(select(InboundMail).where(InboundMail.dedup_key == key)).first()
+            same_uid = and_(
+                col(InboundMail.source) == item.source,
+                col(InboundMail.uidvalidity) == item.uidvalidity,
+                col(InboundMail.uid) == item.uid,
+            )
+            condition = or_(same_uid, condition)
+        # Only the status and id are needed: never load the stored raw bytes.
+        row = session.exec(
+            select(InboundMail.id, InboundMail.status).where(condition).limit(1)
+        ).first()
+        return None if row is None or row[0] is None else (row[0], row[1])
 
     def _apply(self, session: Session, mail: InboundEmail, inbound: InboundMail,
                now: datetime) -> apply.Applied:
