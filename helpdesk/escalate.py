@@ -37,9 +37,11 @@ def escalate(
     body: str,
     now: datetime,
     send_client_ack: bool = True,
+    actor: str | None = None,
 ) -> str:
     """Escalate ``ticket``; returns the decision kind (``not_allowed`` when
-    the sender may not, in which case nothing was changed)."""
+    the sender may not, in which case nothing was changed). ``actor``
+    overrides the mail's sender, for escalations the helpdesk makes itself."""
     cfg = app.settings.escalation
     decision = decide_escalation(
         EscalationState(
@@ -57,7 +59,7 @@ def escalate(
     )
     if not decision.is_recorded:
         return decision.kind
-    actor = mail.sender_addr
+    actor = actor or mail.sender_addr
     # "decision", not "kind": add_event's own ``kind`` is the event kind.
     tickets.add_event(session, ticket, "escalation", actor, now, decision=decision.kind,
                       trigger=trigger, level=decision.level, message_id=mail.message_id)
@@ -83,7 +85,7 @@ def escalate(
                          source="escalation")
     tickets.recompute_sla(app, session, ticket, now)
     _queue_mail(app, session, ticket, mail, body, manager_name=manager.name if manager else "",
-                send_client_ack=send_client_ack, now=now)
+                send_client_ack=send_client_ack, now=now, actor=actor)
     # "escalation_level": log()'s own ``level`` is the logging level.
     log(logger, logging.INFO, "ticket escalated", ticket=ticket.reference,
         escalation_level=decision.level, manager=ticket.escalation_manager,
@@ -92,7 +94,7 @@ def escalate(
 
 
 def _queue_mail(app: App, session: Session, ticket: Ticket, mail: InboundEmail, body: str,
-                manager_name: str, send_client_ack: bool, now: datetime) -> None:
+                manager_name: str, send_client_ack: bool, now: datetime, actor: str) -> None:
     cfg = app.settings.outbound
     review_due = notify.deadline_text(app, ticket.escalation_ack_due, now)
     context = {
@@ -100,7 +102,7 @@ def _queue_mail(app: App, session: Session, ticket: Ticket, mail: InboundEmail, 
         "manager_address": ticket.escalation_manager,
         "review_due": review_due,
         "level": ticket.escalation_level,
-        "escalated_by": mail.sender_addr,
+        "escalated_by": actor,
         "body": body,
     }
     if send_client_ack and mail.from_ is not None:

@@ -22,8 +22,9 @@ from sqlmodel import Session, select
 from helpdesk import notify, outbox, tickets
 from helpdesk.app import App
 from helpdesk.db import session_scope
+from helpdesk.escalate import escalate
 from helpdesk.escalation.rota import choose_manager, next_manager_after
-from helpdesk.ingest.inbound import Address
+from helpdesk.ingest.inbound import Address, InboundEmail
 from helpdesk.logs import log
 from helpdesk.models import Event, Ticket
 from helpdesk.models import Notice as NoticeRow
@@ -188,9 +189,27 @@ class SlaTicker:
         tickets.add_event(session, ticket, f"sla_{notice.kind.value}", "helpdesk", now,
                           target=notice.target.value, due_at=notice.due_at.isoformat(),
                           deadline=deadline.isoformat(), late=notice.late, cycle=notice.cycle)
+        if (
+            notice.kind is NoticeKind.BREACH
+            and notice.target is Target.RESOLUTION
+            and app.settings.escalation.auto_on_breach
+            and not ticket.escalated
+        ):
+            self._auto_escalate(session, ticket, now)
         log(logger, logging.INFO, "sla notice", ticket=ticket.reference, kind=notice.kind.value,
             target=notice.target.value, late=notice.late)
         return 1
+
+    def _auto_escalate(self, session: Session, ticket: Ticket, now: datetime) -> None:
+        """The optional escalation on a resolution breach: the same path as a
+        client's, with the helpdesk as the one who escalated."""
+        requester = Address(ticket.requester_addr, ticket.requester_name)
+        trigger = InboundEmail(message_id="", subject=ticket.subject,
+                               from_=requester if requester.addr else None)
+        escalate(self.app, session, ticket, trigger, trigger="resolution_breach",
+                 allowed=True, staff=True, now=now, actor="helpdesk",
+                 body=f"The resolution target of {ticket.reference} was missed.",
+                 send_client_ack=bool(requester.addr))
 
     def _recipients(self, ticket: Ticket, notice: Notice, now: datetime) -> list[Address]:
         people: list[Address] = []

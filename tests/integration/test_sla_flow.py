@@ -638,3 +638,37 @@ def test_client_breach_notice_is_optional_and_written_for_the_client(
     assert "we did not meet our first response target" in breaches[0].text
     assert "Assignee" not in breaches[0].text  # staff details stay internal
     assert [s for s in desk.step(at(23, 11, 5)) if s.purpose == "sla_breach_client"] == []
+
+
+def test_optional_automatic_escalation_on_a_resolution_breach(make_desk: DeskFactory) -> None:
+    """Critical, opened Monday 10:00: resolution due 14:00. With the option on,
+    the breach also escalates the ticket to the on-duty incident manager."""
+    desk: Desk = make_desk(extra=MANAGERS + "\n[escalation]\nauto_on_breach = true\n")
+    desk.deliver(client_mail(message_id="<autoesc@client.test>"))
+    desk.step(at(23, 10, 0))
+    desk.step(at(23, 11, 0))  # the first-response breach does not escalate
+    assert not desk.ticket().escalated
+    sent = desk.step(at(23, 14, 0))
+    ticket = desk.ticket()
+    assert ticket.escalated and ticket.escalation_level == 1
+    assert ticket.escalation_trigger == "resolution_breach"
+    assert ticket.escalation_manager == MANAGER
+    [event] = desk.events("escalation")
+    assert event["trigger"] == "resolution_breach"
+    purposes = sorted(s.purpose for s in sent)
+    assert "escalation_briefing" in purposes and "escalation_ack" in purposes
+    ack = next(s for s in sent if s.purpose == "escalation_ack")
+    assert ack.rcpt == {"carol@client.test"} and "Sam Lee" in ack.text
+    # Nobody acknowledged within the hour: the manager is reminded, but the
+    # ticket is not escalated again.
+    later = [s.purpose for s in desk.step(at(23, 15, 0)) if s.purpose.startswith("escalation")]
+    assert later == ["escalation_reminder"]
+    assert len(desk.events("escalation")) == 1
+
+
+def test_automatic_escalation_is_off_by_default(make_desk: DeskFactory) -> None:
+    desk: Desk = make_desk(extra=MANAGERS)
+    desk.deliver(client_mail(message_id="<noauto@client.test>"))
+    desk.step(at(23, 10, 0))
+    desk.step(at(23, 14, 0))
+    assert not desk.ticket().escalated
