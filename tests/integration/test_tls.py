@@ -85,3 +85,26 @@ def test_smtp_starttls_with_auth_from_the_environment(
         assert sorted(m.rcpt_tos[0] for m in server.messages) == [
             "carol@client.test", "team@example.test"]
         assert server.logins and set(server.logins) == {"helpdesk"}
+
+
+def test_smtp_over_implicit_tls(tls_files: TlsFiles, tmp_path: Path) -> None:
+    with SmtpCapture(tls=tls_files, implicit_tls=True) as server:
+        config = write_config(tmp_path, outbound=smtp_outbound(
+            server, security="tls", ca_file=str(tls_files.ca)))
+        raw = tmp_path / "in.eml"
+        raw.write_bytes(make_mail(sender="carol@client.test", message_id="<itls@client.test>"))
+        assert cli(config, "ingest", str(raw))[0] == 0
+        assert cli(config, "run", "--once")[0] == 0
+        assert sorted(m.rcpt_tos[0] for m in server.messages) == [
+            "carol@client.test", "team@example.test"]
+        # Without our CA the server cannot be verified: nothing is sent, and
+        # the mail waits in the outbox with the reason.
+        untrusted = write_config(tmp_path, outbound=smtp_outbound(server, security="tls"))
+        second = tmp_path / "second.eml"
+        second.write_bytes(make_mail(sender="dan@client.test", message_id="<itls2@client.test>"))
+        assert cli(untrusted, "ingest", str(second))[0] == 0
+        assert cli(untrusted, "run", "--once")[0] == 0
+        assert len(server.messages) == 2
+        waiting = cli_json(untrusted, "outbox", "list", "--status", "queued")
+        assert {r["to"] for r in waiting} == {"dan@client.test", "team@example.test"}
+        assert all("CERTIFICATE_VERIFY_FAILED" in r["last_error"] for r in waiting)

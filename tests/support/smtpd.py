@@ -132,10 +132,15 @@ class SmtpCapture:
     host = LOOPBACK
 
     def __init__(
-        self, tls: TlsFiles | None = None, credentials: tuple[str, str] | None = None
+        self,
+        tls: TlsFiles | None = None,
+        credentials: tuple[str, str] | None = None,
+        implicit_tls: bool = False,
     ) -> None:
-        """``tls`` offers STARTTLS; ``credentials`` requires AUTH (after TLS)."""
+        """``tls`` offers STARTTLS (or, with ``implicit_tls``, TLS from the first
+        byte, RFC 8314); ``credentials`` requires AUTH (after TLS)."""
         self._tls = tls
+        self._implicit = implicit_tls
         self._credentials = credentials
         self.logins: list[str] = []
         self._cond = threading.Condition()
@@ -170,7 +175,10 @@ class SmtpCapture:
             if self._tls is not None:
                 context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
                 context.load_cert_chain(self._tls.cert, self._tls.key)
-                options.update(tls_context=context, require_starttls=True)
+                if self._implicit:
+                    options.update(ssl_context=context)
+                else:
+                    options.update(tls_context=context, require_starttls=True)
             if self._credentials is not None:
                 options.update(authenticator=self._authenticate, auth_required=True,
                                auth_require_tls=self._tls is not None)
