@@ -145,3 +145,31 @@ def test_sigterm_finishes_cleanly_and_keeps_everything(tmp_path: Path) -> None:
     assert b"daemon stopped" in err
     assert list((tmp_path / "mail" / ".Processed" / "cur").iterdir())
     app.dispose()
+
+
+def test_scheduler_wakes_at_the_next_deadline_not_the_next_interval(tmp_path: Path) -> None:
+    """Enterprise plan (24x7), Critical: the warning falls due 45 minutes after
+    creation. The daemon starts 8 seconds before that, with an SLA interval
+    of ten minutes: only the one-shot wake-up at next_sla_at can send it."""
+    config = write_config(tmp_path, extra='\n[sla]\ninterval = 600\ndefault_plan = "enterprise"\n')
+    raw = tmp_path / "in.eml"
+    raw.write_bytes(make_mail(subject="[Critical] Payroll down", message_id="<wake@client.test>"))
+    created = time.monotonic()
+    assert cli(config, "ingest", str(raw))[0] == 0
+    offset = 45 * 60 - 8 - (time.monotonic() - created)
+    env = {**os.environ, "HELPDESK_CLOCK_OFFSET_SECONDS": str(offset)}
+    with open(tmp_path / "daemon.log", "ab") as stderr:
+        proc = subprocess.Popen([*DAEMON, "--config", str(config), "run"],
+                                stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+    sent = tmp_path / "sent" / "new"
+    warning = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and warning is None:
+        for path in sent.glob("*") if sent.exists() else []:
+            if b"SLA warning" in path.read_bytes():
+                warning = path
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+    assert warning is not None, (tmp_path / "daemon.log").read_text()
+    assert b"[HD-000001] SLA warning: first response" in warning.read_bytes()
