@@ -90,7 +90,7 @@ def enqueue(
         # Staff answering a notification thread by its Message-ID too.
         from helpdesk.tickets import remember_ids
 
-        remember_ids(session, ticket_id, outgoing.message_id)
+        remember_ids(session, ticket_id, outgoing.message_id, fresh=True)
     return row
 
 
