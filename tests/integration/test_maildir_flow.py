@@ -125,3 +125,18 @@ def test_check_config_masks_secrets(tmp_path: Path) -> None:
     bad.write_text('[outbound]\nport = "twenty-five"\n')
     code, _, err = cli(bad, "run", "--once")
     assert code == 78 and "outbound.port" in err and "whole number" in err
+
+
+def test_billing_query_is_categorised_and_the_billing_address_told(tmp_path: Path) -> None:
+    config = write_config(tmp_path, helpdesk={"billing_address": "billing@example.test"})
+    _deliver(tmp_path, make_mail(subject="[Billing] Invoice 42 charged twice",
+                                 message_id="<bill@client.test>"),
+             make_mail(sender="dan@client.test", subject="Printer jam",
+                       message_id="<jam@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    tickets = {t["subject"]: t for t in cli_json(config, "tickets", "list")}
+    assert tickets["Invoice 42 charged twice"]["category"] == "billing"
+    assert tickets["Printer jam"]["category"] != "billing"
+    to_billing = [m for m in _sent(tmp_path) if "billing@example.test" in str(m["To"])]
+    assert len(to_billing) == 1
+    assert "Invoice 42 charged twice" in str(to_billing[0]["Subject"])

@@ -431,3 +431,23 @@ def test_a_parsed_reply_finds_its_ticket_by_token_and_by_signed_message_id() -> 
     # Without the token (a client that replied to From), the signed id suffices.
     no_token = Facts(chain_refs=facts.chain_refs, tickets=facts.tickets)
     assert resolve(m, no_token, NOW).matched_by == "message_id"
+
+
+def test_apple_mail_overwritten_references_still_thread_by_in_reply_to() -> None:
+    """Apple Mail may replace References with ids of its own draft history;
+    the In-Reply-To pointing at our signed Message-ID still decides."""
+    ours = make_message_id(A, "example.test", SECRET, "u1")
+    m = mail(irt=(ours,), refs=("draft-1@icloud.test", "draft-2@icloud.test"))
+    chain = signed_chain_refs(m, "example.test", SECRET)
+    assert chain == {ours: A}
+    result = resolve(m, Facts(chain_refs=chain, tickets=known(ticket(A))), now=NOW)
+    assert (result.action, result.reference, result.matched_by) == ("reply", A, "message_id")
+
+
+def test_apple_mail_references_holding_only_the_thread_root_still_thread() -> None:
+    """When References was cut to its first element (the original mail), the
+    stored root id places the reply, even though the parent is unknown."""
+    m = mail(irt=("unknown-parent@example.org",), refs=("root@example.org",))
+    facts = Facts(chain_refs={"root@example.org": A}, tickets=known(ticket(A)))
+    result = resolve(m, facts, now=NOW)
+    assert (result.action, result.reference) == ("reply", A)
