@@ -124,7 +124,7 @@ def _queue_mail(app: App, session: Session, ticket: Ticket, mail: InboundEmail, 
                     f"{ticket.subject}",
         )
         outbox.enqueue(session, cfg, briefing, now, ticket.id, rate_limited=False)
-    engineer = [Address(ticket.assignee)] if ticket.assignee else list(notify.team(app))
+    engineer = [Address(ticket.assignee)] if ticket.assignee else list(notify.team(app, ticket))
     notice = notify.build(app, ticket, "escalation_notice", now, engineer, context=context,
                           subject=f"[{ticket.reference}] Escalated: {ticket.subject}")
     outbox.enqueue(session, cfg, notice, now, ticket.id, rate_limited=False)

@@ -98,5 +98,12 @@ def build(
     )
 
 
-def team(app: App) -> tuple[Address, ...]:
-    return (Address(app.settings.helpdesk.team_address, app.settings.helpdesk.name + " team"),)
+def team(app: App, ticket: Ticket | None = None) -> tuple[Address, ...]:
+    """Where staff news about ``ticket`` goes: its customer's own team address
+    when the configuration gives one, else the helpdesk's team address."""
+    h = app.settings.helpdesk
+    if ticket is not None and ticket.customer:
+        for customer in app.settings.customers:
+            if customer.name == ticket.customer and customer.team_address:
+                return (Address(customer.team_address, f"{customer.name} team"),)
+    return (Address(h.team_address, h.name + " team"),)

@@ -14,10 +14,12 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import time
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
 
 from helpdesk.errors import ConfigError
 
@@ -464,6 +466,18 @@ def validate(s: Settings) -> None:
         raise ConfigError("outbound.max_attempts", "must be at least 1")
     if not 0 < s.sla.warning_share < 1:
         raise ConfigError("sla.warning_share", "must be between 0 and 1 (e.g. 0.75)")
+    for i, day in enumerate(s.sla.closures):
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            raise ConfigError(f"sla.closures[{i}]", f"{day!r} is not a date YYYY-MM-DD") from None
+    if s.sla.bank_holidays:
+        country, _, subdiv = s.sla.bank_holidays.partition("-")
+        try:
+            holidays.country_holidays(country, subdiv=subdiv or None, years=2026)
+        except (NotImplementedError, KeyError, ValueError) as exc:
+            raise ConfigError("sla.bank_holidays", f"{s.sla.bank_holidays!r} is not a known "
+                              f"country[-subdivision] ({exc})") from None
     if s.sla.default_plan not in ("standard", "enhanced", "enterprise"):
         raise ConfigError("sla.default_plan", "must be standard, enhanced or enterprise")
     for i, c in enumerate(s.customers):
@@ -471,6 +485,8 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"customers[{i}].plan", "must be standard, enhanced or enterprise")
         if c.region and c.region not in ("APAC", "AMER", "EMEA"):
             raise ConfigError(f"customers[{i}].region", "must be APAC, AMER or EMEA")
+        if c.team_address:
+            _check_address(c.team_address, f"customers[{i}].team_address")
     for i, m in enumerate(s.escalation.managers):
         key = f"escalation.managers[{i}]"
         _check_address(m.address, f"{key}.address")

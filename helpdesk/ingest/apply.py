@@ -306,7 +306,7 @@ def _new_ticket(
         log(logger, logging.INFO, "no confirmation", message_id=mail.message_id,
             ticket=ticket.reference, reason=classification.no_auto_reply_reason)
     staff_mail = notify.build(
-        app, ticket, "staff_new_ticket", now, notify.team(app),
+        app, ticket, "staff_new_ticket", now, notify.team(app, ticket),
         context={"body": body, "unverified": unverified},
         subject=f"{tag_for(ticket)} New: {ticket.subject}",
     )
@@ -522,7 +522,7 @@ def tag_for(ticket: Ticket) -> str:
 def _staff_recipients(app: App, ticket: Ticket) -> tuple[Address, ...]:
     if ticket.assignee:
         return (Address(ticket.assignee),)
-    return notify.team(app)
+    return notify.team(app, ticket)
 
 
 def _last_client_message_id(session: Session, ticket: Ticket) -> str:

@@ -214,9 +214,10 @@ class SlaTicker:
     def _recipients(self, ticket: Ticket, notice: Notice, now: datetime) -> list[Address]:
         people: list[Address] = []
         if notice.kind is NoticeKind.WARNING:
-            people.append(Address(ticket.assignee) if ticket.assignee else notify.team(self.app)[0])
+            team = notify.team(self.app, ticket)[0]
+            people.append(Address(ticket.assignee) if ticket.assignee else team)
             return people
-        people.extend(notify.team(self.app))
+        people.extend(notify.team(self.app, ticket))
         if ticket.assignee:
             people.append(Address(ticket.assignee))
         if self.app.managers:
@@ -238,7 +239,7 @@ class SlaTicker:
             other = next_manager_after(self.app.managers, current, now)
             people.append(Address(other.address, other.name))
         if not people:
-            people = list(notify.team(self.app))
+            people = list(notify.team(self.app, ticket))
         mail = notify.build(
             self.app, ticket, "escalation_reminder", now, people,
             context={"due": notify.deadline_text(self.app, due, now),

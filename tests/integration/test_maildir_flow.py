@@ -140,3 +140,20 @@ def test_billing_query_is_categorised_and_the_billing_address_told(tmp_path: Pat
     to_billing = [m for m in _sent(tmp_path) if "billing@example.test" in str(m["To"])]
     assert len(to_billing) == 1
     assert "Invoice 42 charged twice" in str(to_billing[0]["Subject"])
+
+
+def test_customer_plan_region_and_team_address_come_from_the_config(tmp_path: Path) -> None:
+    extra = ('\n[[customers]]\nname = "Acme"\ndomains = ["acme.test"]\nplan = "enterprise"\n'
+             'region = "APAC"\nteam_address = "acme-desk@example.test"\n')
+    config = write_config(tmp_path, extra=extra)
+    _deliver(tmp_path, make_mail(sender="ops@acme.test", subject="[High] Sync broken",
+                                 message_id="<acme@acme.test>"),
+             make_mail(sender="someone@elsewhere.test", subject="Hello",
+                       message_id="<other@elsewhere.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    tickets = {t["requester"]: t for t in cli_json(config, "tickets", "list")}
+    assert tickets["ops@acme.test"]["plan"] == "enterprise"
+    assert tickets["someone@elsewhere.test"]["plan"] == "standard"
+    news = {str(m["To"]) for m in _sent(tmp_path) if "New:" in str(m["Subject"])}
+    assert any("acme-desk@example.test" in to for to in news)
+    assert any("team@example.test" in to for to in news)

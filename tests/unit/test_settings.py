@@ -85,6 +85,10 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
         ('[sla.hours]\nmon = ["17:00-09:00"]\n', "sla.hours.mon", "ends before"),
         ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite"),
         ("[nonsense]\n", "nonsense", "unknown section"),
+        ('[sla]\nclosures = ["2026-13-45"]\n', "sla.closures[0]", "not a date"),
+        ('[sla]\nbank_holidays = "XX-NOPE"\n', "sla.bank_holidays", "not a known"),
+        ('[[customers]]\nname = "A"\nteam_address = "x"\n', "customers[0].team_address",
+         "email address"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str, words: str) -> None:
