@@ -70,7 +70,9 @@ class Ingester:
                 processed=tuple(o.fetched for o in outcomes if not o.to_quarantine),
                 quarantined=tuple(o.fetched for o in outcomes if o.to_quarantine),
             ))
-            results.extend(outcomes)
+            # Keep what happened, not the mail: a long drain must not hold
+            # every message it has processed in memory.
+            results.extend(o.without_raw() for o in outcomes)
             if self.on_batch is not None:
                 self.on_batch()
             if len(batch) < self.cfg.batch_size:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import and_, or_
@@ -44,6 +44,10 @@ class Outcome:
     @property
     def to_quarantine(self) -> bool:
         return self.status == "quarantined"
+
+    def without_raw(self) -> Outcome:
+        """The same outcome without the message bytes, to keep in a summary."""
+        return replace(self, fetched=replace(self.fetched, raw=b""))
 
 
 @dataclass(frozen=True)
