@@ -12,7 +12,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from helpdesk.errors import SchemaOutdatedError
@@ -25,11 +24,17 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     url = settings.url
     if settings.is_sqlite:
         _ensure_sqlite_dir(url)
+        # A pool, not a connection per session: opening runs the PRAGMAs, and
+        # closing the last connection to a WAL database checkpoints it, which
+        # made every commit cost milliseconds. Sessions hand connections
+        # between the event loop and worker threads, one user at a time.
         engine = create_engine(
             url,
             echo=settings.echo,
             connect_args={"timeout": 30, "check_same_thread": False},
-            poolclass=NullPool if ":memory:" not in url else None,
+            pool_size=5,
+            max_overflow=5,
+            pool_pre_ping=False,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
