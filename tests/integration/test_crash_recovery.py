@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session, func, select
 
@@ -30,6 +31,17 @@ def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
             stderr=stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+
+
+def _wait_for_a_ticket(app: Any, seconds: float = 20) -> None:
+    """Until the daemon under test has committed its first ticket."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with Session(app.engine) as session:
+            if session.exec(select(Ticket)).first() is not None:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the daemon committed no ticket in time")
 
 
 def test_kill_9_at_random_points_leaves_every_message_exactly_once(
@@ -99,12 +111,7 @@ def test_killed_between_commit_and_send_sends_after_restart_once(
                                               message_id="<k1@client.test>"))
     proc = _start(config, tmp_path / "daemon.log")
     app = make_app(config)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with Session(app.engine) as session:
-            if session.exec(select(Ticket)).first() is not None:
-                break
-        time.sleep(0.05)
+    _wait_for_a_ticket(app)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     assert not [m for m in smtp_server.messages if m.rcpt_tos == ("carol@client.test",)]
@@ -133,12 +140,7 @@ def test_sigterm_finishes_cleanly_and_keeps_everything(tmp_path: Path) -> None:
     proc = subprocess.Popen([*DAEMON, "--config", str(config), "run"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     app = make_app(config)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with Session(app.engine) as session:
-            if session.exec(select(Ticket)).first() is not None:
-                break
-        time.sleep(0.05)
+    _wait_for_a_ticket(app)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err.decode()
