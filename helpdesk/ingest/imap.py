@@ -166,6 +166,11 @@ class ImapSource:
     # -- fetching ---------------------------------------------------------
     async def waiting_uids(self) -> list[int]:
         client = self._require()
+        # RFC 3501 §6.1.2: NOOP lets the server sync the selected mailbox.
+        # Without it Dovecot can report mail that arrived a moment ago only
+        # as an untagged EXISTS after the SEARCH, and that mail would wait
+        # for the next IDLE push or poll.
+        _check(await client.noop(), "NOOP")
         criteria = "UNSEEN" if self.cfg.acknowledge == "seen" else "ALL"
         response = await client.uid_search(criteria, charset=None)
         _check(response, "UID SEARCH")

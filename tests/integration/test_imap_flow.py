@@ -295,3 +295,25 @@ def test_quarantined_message_can_be_replayed(tmp_path: Path) -> None:
         row = session.get(Quarantine, held[0]["id"])
         assert row is not None and row.replayed_at is not None
     app.dispose()
+
+
+async def test_mail_that_just_arrived_is_seen_by_the_next_search(
+    dovecot: Dovecot, imap_account: ImapAccount
+) -> None:
+    """Dovecot reports a message APPENDed by another session as an untagged
+    EXISTS; the source must sync before searching, or that mail waits for
+    the next IDLE push or poll."""
+    from helpdesk.ingest.imap import ImapSource
+    from helpdesk.settings import InboundSettings
+
+    cfg = InboundSettings(kind="imap", host=imap_account.host, port=imap_account.port,
+                          security="none", username=imap_account.user,
+                          password=imap_account.password)
+    source = ImapSource(cfg, 10_000_000)
+    await source.open()
+    try:
+        for i in range(5):
+            dovecot.append(imap_account.user, "INBOX", make_mail(message_id=f"<now{i}@c.test>"))
+            assert len(await source.waiting_uids()) == i + 1
+    finally:
+        await source.close()
