@@ -54,9 +54,12 @@ class MaildirTransport:
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self._seq = 0
+        self._ready = False
 
     async def send(self, envelope_from: str, recipients: list[str], raw: bytes) -> SendResult:
-        ensure_maildir(self.path)
+        if not self._ready:
+            ensure_maildir(self.path)
+            self._ready = True
         self._seq += 1
         name = f"{time.time():.6f}.{os.getpid()}_{self._seq}.{socket.gethostname()}"
         tmp = self.path / "tmp" / name

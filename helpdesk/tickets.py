@@ -59,15 +59,17 @@ def participants(session: Session, ticket_id: int) -> dict[str, Participant]:
 
 
 def add_participants(
-    app: App, session: Session, ticket: Ticket, people: Iterable[Address], role: str
+    app: App, session: Session, ticket: Ticket, people: Iterable[Address], role: str,
+    *, existing: Iterable[str] | None = None,
 ) -> list[str]:
-    """Add people who are not the helpdesk itself; returns the new addresses."""
+    """Add people who are not the helpdesk itself; returns the new addresses.
+    ``existing``: the addresses already on the ticket, when the caller knows."""
     assert ticket.id is not None
-    existing = participants(session, ticket.id)
+    known = set(participants(session, ticket.id) if existing is None else existing)
     added: list[str] = []
     for person in people:
         addr = person.addr.lower()
-        if not addr or addr in existing or addr in added or app.is_own_address(addr):
+        if not addr or addr in known or addr in added or app.is_own_address(addr):
             continue
         session.add(Participant(ticket_id=ticket.id, addr=addr, name=person.name[:255], role=role))
         added.append(addr)
@@ -125,9 +127,11 @@ def open_ticket(
     )
     session.add(ticket)
     session.flush()
+    # A ticket made in this transaction has nobody on it yet: no need to ask.
+    on_ticket: list[str] = []
     if requester.addr:
-        add_participants(app, session, ticket, [requester], "requester")
-    add_participants(app, session, ticket, [*mail.to, *mail.cc], "cc")
+        on_ticket = add_participants(app, session, ticket, [requester], "requester", existing=())
+    add_participants(app, session, ticket, [*mail.to, *mail.cc], "cc", existing=on_ticket)
     add_event(session, ticket, "created", requester.addr, now, priority_source=priority_source)
     if linked_to:
         add_event(session, ticket, "linked", requester.addr, now, to=linked_to)
