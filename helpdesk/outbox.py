@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, update
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from helpdesk.compose import Outgoing
@@ -177,8 +177,3 @@ def retry(session: Session, now: datetime, row_id: int | None = None) -> int:
         stmt = stmt.where(Outbox.id == row_id, Outbox.status.in_(("failed", "suppressed")))  # type: ignore[arg-type, attr-defined]
     result = session.exec(stmt)
     return int(result.rowcount or 0)
-
-
-def counts(session: Session) -> dict[str, int]:
-    rows = session.exec(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
-    return {status: int(n) for status, n in rows}

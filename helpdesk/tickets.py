@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import func, text
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 from helpdesk.app import App
@@ -368,7 +368,3 @@ def recompute_sla(
     candidates = [t for t in (sla_next, ticket.escalation_ack_due) if t is not None]
     ticket.next_sla_at = min(candidates) if candidates else None
     session.add(ticket)
-
-
-def ticket_count(session: Session) -> int:
-    return int(session.exec(select(func.count()).select_from(Ticket)).one())
