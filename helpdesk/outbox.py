@@ -13,12 +13,13 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlalchemy import case, func, update
+from sqlmodel import Session, col, select
 
 from helpdesk.compose import Outgoing
 from helpdesk.logs import log
 from helpdesk.models import Outbox, Undeliverable
+from helpdesk.rows import insert_returning_id
 from helpdesk.settings import OutboundSettings
 
 logger = logging.getLogger(__name__)
@@ -31,17 +32,18 @@ def suppression_reason(
     blocked = session.get(Undeliverable, rcpt)
     if blocked is not None and blocked.until > now:
         return f"undeliverable until {blocked.until:%Y-%m-%d}: {blocked.reason[:80]}"
-    since_day = now - timedelta(days=1)
-    created = session.exec(
-        select(Outbox.created_at).where(
+    since_hour = now - timedelta(hours=1)
+    in_day, in_hour = session.exec(
+        select(
+            func.count(),
+            func.coalesce(func.sum(case((col(Outbox.created_at) > since_hour, 1), else_=0)), 0),
+        ).where(
             Outbox.rcpt == rcpt,
             Outbox.automatic.is_(True),  # type: ignore[attr-defined]
             Outbox.status != "suppressed",
-            Outbox.created_at > since_day,
+            Outbox.created_at > now - timedelta(days=1),
         )
-    ).all()
-    in_day = len(created)
-    in_hour = sum(1 for t in created if t > now - timedelta(hours=1))
+    ).one()
     if in_hour >= cfg.auto_per_hour:
         return f"rate limit: {in_hour} automatic mails in the last hour"
     if in_day >= cfg.auto_per_day:
@@ -56,12 +58,13 @@ def enqueue(
     now: datetime,
     ticket_id: int | None = None,
     rate_limited: bool = True,
-) -> Outbox:
+) -> int:
     """Add ``outgoing`` to the outbox in the caller's transaction.
 
     Automatic mail to outside recipients (``rate_limited``) is subject to the
     per-recipient limits and the undeliverable list; beyond them the row is
     kept as ``suppressed`` so the decision is visible, and nothing is sent.
+    Returns the row's id.
     """
     status, error = "queued", ""
     if outgoing.automatic and rate_limited:
@@ -70,28 +73,28 @@ def enqueue(
             status, error = "suppressed", reason
             log(logger, logging.INFO, "automatic mail suppressed", rcpt=outgoing.rcpt,
                 purpose=outgoing.purpose, reason=reason, message_id=outgoing.message_id)
-    row = Outbox(
-        ticket_id=ticket_id,
-        purpose=outgoing.purpose,
-        automatic=outgoing.automatic,
-        rcpt=outgoing.rcpt,
-        envelope_from=outgoing.envelope_from,
-        recipients="\n".join(outgoing.recipients),
-        message_id=outgoing.message_id,
-        raw=outgoing.raw,
-        status=status,
-        last_error=error,
-        next_attempt_at=now,
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
+    row_id = insert_returning_id(session, Outbox, {
+        "ticket_id": ticket_id,
+        "purpose": outgoing.purpose,
+        "automatic": outgoing.automatic,
+        "rcpt": outgoing.rcpt,
+        "envelope_from": outgoing.envelope_from,
+        "recipients": "\n".join(outgoing.recipients),
+        "message_id": outgoing.message_id,
+        "raw": outgoing.raw,
+        "status": status,
+        "attempts": 0,
+        "locked_by": "",
+        "last_error": error,
+        "next_attempt_at": now,
+        "created_at": now,
+    })
     if ticket_id is not None and outgoing.message_id:
         # Staff answering a notification thread by its Message-ID too.
         from helpdesk.tickets import remember_ids
 
         remember_ids(session, ticket_id, outgoing.message_id, fresh=True)
-    return row
+    return row_id
 
 
 def claim_due(

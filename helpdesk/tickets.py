@@ -26,6 +26,7 @@ from helpdesk.models import (
     ThreadId,
     Ticket,
 )
+from helpdesk.rows import insert_missing, insert_returning_id, insert_rows, upsert
 from helpdesk.sla.deadlines import Status as SlaStatus
 from helpdesk.sla.deadlines import StatusChange, Target, TicketClock, compute_sla
 from helpdesk.sla.notices import NoticeKey, NoticeKind, next_wakeup
@@ -66,14 +67,15 @@ def add_participants(
     ``existing``: the addresses already on the ticket, when the caller knows."""
     assert ticket.id is not None
     known = set(participants(session, ticket.id) if existing is None else existing)
-    added: list[str] = []
+    added: dict[str, dict[str, object]] = {}
     for person in people:
         addr = person.addr.lower()
         if not addr or addr in known or addr in added or app.is_own_address(addr):
             continue
-        session.add(Participant(ticket_id=ticket.id, addr=addr, name=person.name[:255], role=role))
-        added.append(addr)
-    return added
+        added[addr] = {"ticket_id": ticket.id, "addr": addr, "name": person.name[:255],
+                       "role": role}
+    insert_rows(session, Participant, list(added.values()))
+    return list(added)
 
 
 def remove_participant(session: Session, ticket: Ticket, addr: str) -> bool:
@@ -125,6 +127,8 @@ def open_ticket(
         mentions=",".join(mentions)[:255],
         linked_to=linked_to,
     )
+    # Deadlines first, so the INSERT carries them (no UPDATE straight after).
+    recompute_sla(app, session, ticket, now, fresh=True)
     session.add(ticket)
     session.flush()
     # A ticket made in this transaction has nobody on it yet: no need to ask.
@@ -137,7 +141,6 @@ def open_ticket(
         add_event(session, ticket, "linked", requester.addr, now, to=linked_to)
     for ref in mentions:
         add_event(session, ticket, "mentions", requester.addr, now, reference=ref)
-    recompute_sla(app, session, ticket, now, fresh=True)
     return ticket
 
 
@@ -149,16 +152,14 @@ def add_event(
     now: datetime,
     /,
     **detail: object,
-) -> Event:
-    event = Event(
-        ticket_id=ticket.id if ticket else None,
-        kind=kind,
-        actor=actor[:320],
-        detail=json.dumps(detail, default=str, ensure_ascii=False),
-        created_at=now,
-    )
-    session.add(event)
-    return event
+) -> None:
+    insert_rows(session, Event, [{
+        "ticket_id": ticket.id if ticket else None,
+        "kind": kind,
+        "actor": actor[:320],
+        "detail": json.dumps(detail, default=str, ensure_ascii=False),
+        "created_at": now,
+    }])
 
 
 def add_message(
@@ -180,7 +181,7 @@ def add_message(
     in_reply_to: str = "",
     references: Iterable[str] = (),
     outbox_id: int | None = None,
-) -> Message:
+) -> None:
     assert ticket.id is not None
     if mail is not None:
         from_addr = from_addr or mail.sender_addr
@@ -191,37 +192,38 @@ def add_message(
         in_reply_to = in_reply_to or " ".join(mail.in_reply_to)
         references = references or mail.references
         subject = subject or mail.subject
-    message = Message(
-        ticket_id=ticket.id,
-        direction=direction,
-        kind=kind,
-        from_addr=from_addr[:320],
-        from_name=from_name[:255],
-        to_addrs="\n".join(to),
-        cc_addrs="\n".join(cc),
-        message_id=message_id[:998],
-        in_reply_to=in_reply_to,
-        references="\n".join(references),
-        subject=subject,
-        body=body,
-        inbound_mail_id=inbound_mail_id,
-        outbox_id=outbox_id,
-        created_at=now,
-    )
-    session.add(message)
+    row = {
+        "ticket_id": ticket.id,
+        "direction": direction,
+        "kind": kind,
+        "from_addr": from_addr[:320],
+        "from_name": from_name[:255],
+        "to_addrs": "\n".join(to),
+        "cc_addrs": "\n".join(cc),
+        "message_id": message_id[:998],
+        "in_reply_to": in_reply_to,
+        "references": "\n".join(references),
+        "subject": subject,
+        "body": body,
+        "inbound_mail_id": inbound_mail_id,
+        "outbox_id": outbox_id,
+        "created_at": now,
+    }
+    if mail is not None and mail.attachments:
+        # Attachment rows need the message's id.
+        store_attachments(session, insert_returning_id(session, Message, row), mail.attachments)
+    else:
+        insert_rows(session, Message, [row])
     if mail is not None:
-        if mail.attachments:
-            session.flush()  # attachment rows need the message id
-            store_attachments(session, message, mail.attachments)
-        remember_ids(session, ticket.id, message.message_id, referenced_ids(mail))
+        remember_ids(session, ticket.id, message_id[:998], referenced_ids(mail))
     elif outbox_id is None:
         # Our own outbound ids are made fresh (random part and HMAC tag), so
-        # they cannot be stored already: no lookup needed. Mail that went
-        # through the outbox was remembered there.
-        remember_ids(session, ticket.id, message.message_id, fresh=True)
-    ticket.updated_at = now
-    session.add(ticket)
-    return message
+        # they cannot be stored already. Mail that went through the outbox
+        # was remembered there.
+        remember_ids(session, ticket.id, message_id[:998], fresh=True)
+    if ticket.updated_at != now:
+        ticket.updated_at = now
+        session.add(ticket)
 
 
 def remember_ids(
@@ -232,43 +234,29 @@ def remember_ids(
     ``fresh``: ``own`` was just generated by us and nothing else is given."""
     if fresh:
         if own:
-            session.add(ThreadId(message_id=own, ticket_id=ticket_id))
+            insert_rows(session, ThreadId, [{"message_id": own, "ticket_id": ticket_id}])
         return
-    wanted = [i for i in dict.fromkeys([own, *referenced]) if i]
-    if not wanted:
-        return
-    known = {
-        row.message_id: row
-        for row in session.exec(
-            select(ThreadId).where(ThreadId.message_id.in_(wanted))  # type: ignore[attr-defined]
-        )
-    }
-    for message_id in wanted:
-        row = known.get(message_id)
-        if row is None:
-            session.add(ThreadId(message_id=message_id, ticket_id=ticket_id))
-        elif message_id == own and row.ticket_id != ticket_id:
-            row.ticket_id = ticket_id
-            session.add(row)
+    if own:
+        upsert(session, ThreadId, {"message_id": own, "ticket_id": ticket_id},
+               key=["message_id"], update=["ticket_id"])
+    ghosts = [{"message_id": i, "ticket_id": ticket_id}
+              for i in dict.fromkeys(referenced) if i and i != own]
+    insert_missing(session, ThreadId, ghosts, key=["message_id"])
 
 
-def store_attachments(session: Session, message: Message, items: Iterable[Attachment]) -> None:
+def store_attachments(session: Session, message_id: int, items: Iterable[Attachment]) -> None:
     """Content-addressed: the bytes go to ``blob`` once per hash, and the
     sender's filename stays a column value, never a path."""
-    assert message.id is not None
     for item in items:
-        if session.get(Blob, item.sha256) is None:
-            session.add(Blob(sha256=item.sha256, size=item.size, data=item.payload))
-            session.flush()
-        session.add(
-            AttachmentRow(
-                message_id=message.id,
-                sha256=item.sha256,
-                filename=item.filename,
-                content_type=item.content_type,
-                size=item.size,
-            )
-        )
+        insert_missing(session, Blob, [{"sha256": item.sha256, "size": item.size,
+                                        "data": item.payload}], key=["sha256"])
+        insert_rows(session, AttachmentRow, [{
+            "message_id": message_id,
+            "sha256": item.sha256,
+            "filename": item.filename,
+            "content_type": item.content_type,
+            "size": item.size,
+        }])
 
 
 def set_status(

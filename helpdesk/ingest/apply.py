@@ -24,7 +24,7 @@ from helpdesk.ingest.classify import Classification, Kind
 from helpdesk.ingest.inbound import Address, InboundEmail
 from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.logs import log
-from helpdesk.models import InboundMail, Message, Participant, ThreadId, Ticket, Undeliverable
+from helpdesk.models import Message, Participant, ThreadId, Ticket, Undeliverable
 from helpdesk.sla.classify import classify_mail
 from helpdesk.sla.policy import Plan, Priority
 from helpdesk.threading import commands as staff_commands
@@ -58,7 +58,7 @@ def apply_mail(
     app: App,
     session: Session,
     mail: InboundEmail,
-    inbound: InboundMail,
+    inbound_id: int,
     classification: Classification,
     now: datetime,
 ) -> Applied:
@@ -74,8 +74,8 @@ def apply_mail(
     staff = classification.kind is Kind.NORMAL and _is_staff(app, mail) and not unverified
     resolution = _resolve(app, session, mail, staff, now)
     if classification.kind is Kind.AUTO_REPLY:
-        return _auto_reply(app, session, mail, inbound, resolution, now)
-    result = _dispatch(app, session, mail, inbound, classification, resolution, staff,
+        return _auto_reply(app, session, mail, inbound_id, resolution, now)
+    result = _dispatch(app, session, mail, inbound_id, classification, resolution, staff,
                        unverified, now)
     if unverified:
         # Recorded once the ticket is known, so it shows in that ticket's history.
@@ -89,7 +89,7 @@ def _dispatch(
     app: App,
     session: Session,
     mail: InboundEmail,
-    inbound: InboundMail,
+    inbound_id: int,
     classification: Classification,
     resolution: Resolution,
     staff: bool,
@@ -105,20 +105,20 @@ def _dispatch(
     if ticket is not None and trigger and not staff and not _is_participant(session, ticket, mail):
         # A stranger's escalation escalates nothing on someone else's ticket:
         # it opens their own escalated ticket, linked for staff to see.
-        return _new_ticket(app, session, mail, inbound, classification, resolution, now,
+        return _new_ticket(app, session, mail, inbound_id, classification, resolution, now,
                            subject=subject, escalation=trigger, stranger_of=ticket.reference,
                            unverified=unverified)
     if ticket is not None and staff:
-        result = _staff_mail(app, session, mail, inbound, ticket, now)
+        result = _staff_mail(app, session, mail, inbound_id, ticket, now)
     elif ticket is not None:
-        result = _client_reply(app, session, mail, inbound, ticket, resolution, now, subject,
+        result = _client_reply(app, session, mail, inbound_id, ticket, resolution, now, subject,
                                unverified=unverified)
     else:
         # A stranger naming someone else's ticket in an escalation ("[HD-1]
         # [ESCALATE]", or HD-1 in mail to the escalation address) is not let
         # onto it (the resolver said "new"); their ticket is linked to it.
         named = resolution.mentions[0] if trigger and resolution.mentions else ""
-        return _new_ticket(app, session, mail, inbound, classification, resolution, now,
+        return _new_ticket(app, session, mail, inbound_id, classification, resolution, now,
                            subject=subject, escalation=trigger, stranger_of=named,
                            unverified=unverified)
     if trigger:
@@ -255,7 +255,7 @@ def _new_ticket(
     app: App,
     session: Session,
     mail: InboundEmail,
-    inbound: InboundMail,
+    inbound_id: int,
     classification: Classification,
     resolution: Resolution,
     now: datetime,
@@ -283,7 +283,7 @@ def _new_ticket(
     )
     body = extract_new_text(mail.text)
     tickets.add_message(session, ticket, direction="inbound", kind="client", now=now, body=body,
-                        mail=mail, inbound_mail_id=inbound.id, subject=subject)
+                        mail=mail, inbound_mail_id=inbound_id, subject=subject)
     cfg = app.settings.outbound
     may_answer = classification.no_auto_reply_reason is None
     if escalation:
@@ -325,7 +325,7 @@ def _client_reply(
     app: App,
     session: Session,
     mail: InboundEmail,
-    inbound: InboundMail,
+    inbound_id: int,
     ticket: Ticket,
     resolution: Resolution,
     now: datetime,
@@ -335,7 +335,7 @@ def _client_reply(
 ) -> Applied:
     body = extract_new_text(mail.text)
     tickets.add_message(session, ticket, direction="inbound", kind="client", now=now, body=body,
-                        mail=mail, inbound_mail_id=inbound.id, subject=subject)
+                        mail=mail, inbound_mail_id=inbound_id, subject=subject)
     tickets.add_participants(app, session, ticket, [*mail.cc, *mail.to], "cc")
     actor = mail.sender_addr
     if resolution.reopen or ticket.status in ("resolved", "closed"):
@@ -357,7 +357,7 @@ def _staff_mail(
     app: App,
     session: Session,
     mail: InboundEmail,
-    inbound: InboundMail,
+    inbound_id: int,
     ticket: Ticket,
     now: datetime,
 ) -> Applied:
@@ -367,7 +367,7 @@ def _staff_mail(
     actor = mail.sender_addr
     if parsed.errors:
         tickets.add_message(session, ticket, direction="inbound", kind="staff_rejected", now=now,
-                            body=new_text, mail=mail, inbound_mail_id=inbound.id)
+                            body=new_text, mail=mail, inbound_mail_id=inbound_id)
         reply = notify.build(
             app, ticket, "command_error", now, [mail.from_ or Address(actor)],
             context={"errors": list(parsed.errors)},
@@ -382,14 +382,14 @@ def _staff_mail(
     body = parsed.remaining_text
     if parsed.is_note or to_note:
         tickets.add_message(session, ticket, direction="inbound", kind="note", now=now,
-                            body=body, mail=mail, inbound_mail_id=inbound.id)
+                            body=body, mail=mail, inbound_mail_id=inbound_id)
         return Applied("note", ticket.id, ticket.reference)
     if not body.strip():
         tickets.add_message(session, ticket, direction="inbound", kind="staff_command", now=now,
-                            body=new_text, mail=mail, inbound_mail_id=inbound.id)
+                            body=new_text, mail=mail, inbound_mail_id=inbound_id)
         return Applied("staff_commands", ticket.id, ticket.reference)
     tickets.add_message(session, ticket, direction="inbound", kind="staff_reply", now=now,
-                        body=body, mail=mail, inbound_mail_id=inbound.id)
+                        body=body, mail=mail, inbound_mail_id=inbound_id)
     assert ticket.id is not None
     people = tickets.participants(session, ticket.id)
     requester = Address(ticket.requester_addr, ticket.requester_name)
@@ -420,7 +420,7 @@ def _auto_reply(
     app: App,
     session: Session,
     mail: InboundEmail,
-    inbound: InboundMail,
+    inbound_id: int,
     resolution: Resolution,
     now: datetime,
 ) -> Applied:
@@ -535,7 +535,7 @@ def _last_client_message_id(session: Session, ticket: Ticket) -> str:
     return row or ""
 
 
-def _record_outbound(session: Session, ticket: Ticket, out: Outgoing, row: object,
+def _record_outbound(session: Session, ticket: Ticket, out: Outgoing, outbox_id: int,
                      now: datetime, kind: str | None = None) -> None:
     """Outbound mail to the client is part of the ticket's conversation, and
     its Message-ID is how the client's reply finds its way back."""
@@ -543,7 +543,7 @@ def _record_outbound(session: Session, ticket: Ticket, out: Outgoing, row: objec
         session, ticket, direction="outbound", kind=kind or out.purpose, now=now,
         body=out.text, subject=out.subject, from_addr=out.envelope_from,
         to=out.recipients, message_id=out.message_id,
-        outbox_id=getattr(row, "id", None),
+        outbox_id=outbox_id,
     )
 
 

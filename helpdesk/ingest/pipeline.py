@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, col, select
 
@@ -29,6 +29,7 @@ from helpdesk.ingest.parse import parse_email
 from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
 from helpdesk.models import InboundMail, Quarantine
+from helpdesk.rows import insert_returning_id
 from helpdesk.threading.tokens import parse_message_id
 
 logger = logging.getLogger(__name__)
@@ -101,42 +102,48 @@ class Pipeline:
             log(logger, logging.INFO, "already stored", message_id=message_id,
                 inbound_id=stored_id, status=stored_status)
             return Outcome(item, status, "already stored")
-        inbound = InboundMail(
-            source=item.source,
-            uidvalidity=item.uidvalidity,
-            uid=item.uid,
-            message_id=message_id[:998],
-            sha256=sha,
-            dedup_key=dedup_key(message_id, sha),
-            size=len(item.raw),
-            raw=item.raw,
-            received_at=now,
-        )
-        session.add(inbound)
-        session.flush()
+        key = dedup_key(message_id, sha)
+        inbound_id = insert_returning_id(session, InboundMail, {
+            "source": item.source,
+            "uidvalidity": item.uidvalidity,
+            "uid": item.uid,
+            "message_id": message_id[:998],
+            "sha256": sha,
+            "dedup_key": key,
+            "size": len(item.raw),
+            "raw": item.raw,
+            "status": "pending",
+            "outcome": "",
+            "error": "",
+            "received_at": now,
+        })
         if mail is None:
-            return self._quarantine(session, item, inbound, parsed.error.split(":")[0],
-                                    parsed.error, now)
+            return self._quarantine(session, item, inbound_id, message_id,
+                                    parsed.error.split(":")[0], parsed.error, now)
         try:
             with session.begin_nested():
-                result = self._apply(session, mail, inbound, now)
+                result = self._apply(session, mail, inbound_id, item.raw, now)
         except BadMessageError as exc:
-            return self._quarantine(session, item, inbound, exc.reason, str(exc), now)
+            return self._quarantine(session, item, inbound_id, message_id, exc.reason,
+                                    str(exc), now)
         except (OperationalError, DBAPIError) as exc:
             if _is_connection_error(exc):
                 raise
-            return self._quarantine(session, item, inbound, "apply_failed", repr(exc), now)
+            return self._quarantine(session, item, inbound_id, message_id, "apply_failed",
+                                    repr(exc), now)
         except Exception as exc:
             logger.exception("message failed", extra={"message_id": message_id})
-            return self._quarantine(session, item, inbound, "apply_failed",
+            return self._quarantine(session, item, inbound_id, message_id, "apply_failed",
                                     f"{type(exc).__name__}: {exc}", now)
-        inbound.status = "ignored" if result.ignored else "done"
-        inbound.outcome = result.outcome
-        inbound.ticket_id = result.ticket_id
-        session.add(inbound)
+        status = "ignored" if result.ignored else "done"
+        session.execute(
+            update(InboundMail)
+            .where(col(InboundMail.id) == inbound_id)
+            .values(status=status, outcome=result.outcome, ticket_id=result.ticket_id)
+        )
         log(logger, logging.INFO, "message processed", message_id=message_id,
             ticket=result.reference, outcome=result.outcome)
-        return Outcome(item, inbound.status, result.outcome, result.reference)
+        return Outcome(item, status, result.outcome, result.reference)
 
     def _existing(self, session: Session, item: Fetched, key: str) -> tuple[int, str] | None:
         """(id, status) of the stored copy of this message, if any."""
@@ -154,9 +161,8 @@ class Pipeline:
         ).first()
         return None if row is None or row[0] is None else (row[0], row[1])
 
-    def _apply(self, session: Session, mail: InboundEmail, inbound: InboundMail,
+    def _apply(self, session: Session, mail: InboundEmail, inbound_id: int, raw: bytes,
                now: datetime) -> apply.Applied:
-        raw = inbound.raw
         app = self.app
         h = app.settings.helpdesk
         classification = classify(
@@ -175,17 +181,18 @@ class Pipeline:
             classification = Classification(Kind.OWN_LOOP, None, "own-message-id")
         if classification.kind is Kind.TOO_LARGE:
             raise BadMessageError("too_large")
-        return apply.apply_mail(app, session, mail, inbound, classification, now)
+        return apply.apply_mail(app, session, mail, inbound_id, classification, now)
 
-    def _quarantine(self, session: Session, item: Fetched, inbound: InboundMail, reason: str,
-                    detail: str, now: datetime) -> Outcome:
-        inbound.status = "quarantined"
-        inbound.outcome = reason[:32]
-        inbound.error = detail[:4000]
-        session.add(inbound)
-        session.add(Quarantine(inbound_mail_id=inbound.id or 0, reason=reason[:64],
+    def _quarantine(self, session: Session, item: Fetched, inbound_id: int, message_id: str,
+                    reason: str, detail: str, now: datetime) -> Outcome:
+        session.execute(
+            update(InboundMail)
+            .where(col(InboundMail.id) == inbound_id)
+            .values(status="quarantined", outcome=reason[:32], error=detail[:4000])
+        )
+        session.add(Quarantine(inbound_mail_id=inbound_id, reason=reason[:64],
                                detail=detail[:4000], created_at=now))
-        log(logger, logging.WARNING, "message quarantined", message_id=inbound.message_id,
+        log(logger, logging.WARNING, "message quarantined", message_id=message_id,
             reason=reason, detail=detail[:200])
         return Outcome(item, "quarantined", reason)
 
@@ -233,7 +240,8 @@ def _replay_one(app: App, quarantine_id: int) -> dict[str, object]:
             return {"id": quarantine_id, "status": "held", "detail": parsed.error}
         try:
             with session.begin_nested():
-                result = pipeline._apply(session, parsed.mail, inbound, now)
+                assert inbound.id is not None
+                result = pipeline._apply(session, parsed.mail, inbound.id, inbound.raw, now)
         except Exception as exc:
             held.detail = f"replay failed: {type(exc).__name__}: {exc}"[:4000]
             session.add(held)

@@ -1,0 +1,91 @@
+"""Write rows with single INSERT statements instead of the ORM's unit of work
+(I/O shell).
+
+The ingest path writes several rows per message that nothing reads back as
+objects in the same transaction (events, participants, messages, thread ids,
+outbox rows). Tracking each as an ORM instance and flushing it cost more
+than the INSERT itself, and was most of the time spent per message. These
+helpers run Core statements on the session's connection, so the rows land
+in its transaction (and its savepoint); pending objects are flushed first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+from sqlmodel import Session, SQLModel
+
+Row = Mapping[str, Any]
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, Table)
+    return table
+
+
+@cache
+def _plain(model: type[SQLModel], returning_id: bool) -> Insert:
+    # Built once per table: SQLAlchemy's compiled cache then skips compiling.
+    table = _table(model)
+    stmt = table.insert()
+    return stmt.returning(table.c.id) if returning_id else stmt
+
+
+@cache
+def _on_conflict(model: type[SQLModel], dialect: str, key: tuple[str, ...],
+                 update: tuple[str, ...]) -> Insert:
+    table = _table(model)
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    if not update:
+        return stmt.on_conflict_do_nothing(index_elements=list(key))
+    return stmt.on_conflict_do_update(
+        index_elements=list(key), set_={name: stmt.excluded[name] for name in update}
+    )
+
+
+def _connection(session: Session) -> Any:
+    # Rows written here may point at objects still pending in the session
+    # (a ticket just added): flush those first, as a query would.
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    return session.connection()
+
+
+def insert_rows(session: Session, model: type[SQLModel], rows: Sequence[Row]) -> None:
+    """INSERT ``rows`` (one executemany)."""
+    if rows:
+        _connection(session).execute(_plain(model, False), list(rows))
+
+
+def insert_returning_id(session: Session, model: type[SQLModel], row: Row) -> int:
+    """INSERT one row and return its generated ``id`` (RETURNING: SQLite
+    3.35+ and PostgreSQL both have it)."""
+    return int(_connection(session).execute(_plain(model, True), dict(row)).scalar_one())
+
+
+def insert_missing(
+    session: Session, model: type[SQLModel], rows: Sequence[Row], key: Sequence[str]
+) -> None:
+    """INSERT ``rows`` whose ``key`` is not taken yet; others are left as
+    they are (ON CONFLICT DO NOTHING, so two daemons racing do not fail)."""
+    if rows:
+        dialect = session.get_bind().dialect.name
+        stmt = _on_conflict(model, dialect, tuple(key), ())
+        _connection(session).execute(stmt, list(rows))
+
+
+def upsert(
+    session: Session, model: type[SQLModel], row: Row, key: Sequence[str],
+    update: Sequence[str],
+) -> None:
+    """INSERT ``row``, or overwrite the ``update`` columns of the row that
+    holds its ``key`` already (ON CONFLICT DO UPDATE)."""
+    dialect = session.get_bind().dialect.name
+    stmt = _on_conflict(model, dialect, tuple(key), tuple(update))
+    _connection(session).execute(stmt, dict(row))
