@@ -8,7 +8,7 @@ tick never sends anything twice.
 from __future__ import annotations
 
 from collections.abc import Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -65,6 +65,27 @@ def due_notices(
             Notice(clock.target, kind, clock.cycle, at, late=now - at > grace) for kind, at in ripe
         )
     return tuple(sorted(notices, key=lambda n: (n.due_at, n.target, n.kind)))
+
+
+def judge_late(
+    notices: tuple[Notice, ...],
+    priority_changed_at: datetime | None,
+    now: datetime,
+    grace: timedelta = DEFAULT_GRACE,
+) -> tuple[Notice, ...]:
+    """``notices`` with ``late`` judged against the last priority change.
+
+    ``late`` means "its time passed while we were not running". A priority
+    change recomputes deadlines from creation, so a deadline can land in the
+    past at once: such a notice was not knowable before the change, and is
+    only late if the change itself went unnoticed for longer than ``grace``.
+    """
+    if priority_changed_at is None:
+        return notices
+    return tuple(
+        replace(n, late=now - max(n.due_at, priority_changed_at) > grace) if n.late else n
+        for n in notices
+    )
 
 
 def next_wakeup(state: SlaState, sent: Set[NoticeKey]) -> datetime | None:

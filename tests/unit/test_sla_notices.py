@@ -23,6 +23,7 @@ from helpdesk.sla.notices import (
     NoticeKey,
     NoticeKind,
     due_notices,
+    judge_late,
     next_wakeup,
 )
 from helpdesk.sla.policy import Plan, Priority, SlaPolicy, default_policy
@@ -130,6 +131,26 @@ def test_late_only_when_more_than_the_grace_period_has_passed() -> None:
     assert [n.late for n in due_notices(CRITICAL, warning_at + minutes(2), set(), minutes(1))] == [
         True
     ]
+
+
+def test_a_deadline_a_priority_change_moved_into_the_past_is_not_late() -> None:
+    # Raised at 11:30 with the breach's deadline now 11:00: news only since
+    # 11:30, so on time at 11:32 and late only once the grace period is over.
+    breach = Notice(FR, BREACH, FIRST_CYCLE, T + minutes(60), late=True)
+    changed = T + minutes(90)
+    assert judge_late((breach,), changed, T + minutes(92)) == (
+        Notice(FR, BREACH, FIRST_CYCLE, T + minutes(60), late=False),
+    )
+    assert judge_late((breach,), changed, changed + DEFAULT_GRACE + MICRO) == (breach,)
+
+
+def test_judging_lateness_never_makes_a_notice_late_nor_without_a_priority_change() -> None:
+    on_time = Notice(FR, WARNING, FIRST_CYCLE, T + minutes(45), late=False)
+    late = Notice(RES, WARNING, FIRST_CYCLE, T + minutes(180), late=True)
+    assert judge_late((on_time, late), None, T + minutes(300)) == (on_time, late)
+    assert judge_late((on_time,), T - minutes(60), T + minutes(300)) == (on_time,)
+    # A change long before the deadline leaves a late notice late.
+    assert judge_late((late,), T, T + minutes(300)) == (late,)
 
 
 def test_after_downtime_both_clocks_catch_up_late_in_deadline_order() -> None:
