@@ -25,6 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 from helpdesk import tickets
@@ -524,6 +525,56 @@ def test_a_ticket_the_pass_cannot_handle_does_not_stop_the_others(make_desk: Des
         session.add(mended)
     [breach] = sla_mail(desk.step(at(23, 11, 5)))
     assert breach.subject.startswith("[HD-000001] SLA BREACH: first response")
+
+
+def refuse_outbox_rows(app: App, ticket_id: int | None) -> None:
+    """A database trigger that refuses the outbox rows of one ticket (None:
+    drop it): a write that fails inside the database, not in our code."""
+    with app.engine.begin() as conn:
+        if app.engine.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER IF EXISTS refuse_outbox"))
+            if ticket_id is not None:
+                conn.execute(text(
+                    "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox "
+                    f"WHEN NEW.ticket_id = {ticket_id} "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"))
+            return
+        conn.execute(text("DROP TRIGGER IF EXISTS refuse_outbox ON outbox"))
+        if ticket_id is not None:
+            conn.execute(text(
+                "CREATE OR REPLACE FUNCTION refuse_outbox() RETURNS trigger LANGUAGE plpgsql "
+                f"AS $$ BEGIN IF NEW.ticket_id = {ticket_id} THEN "
+                "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$"))
+            conn.execute(text(
+                "CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_outbox()"))
+
+
+def test_a_ticket_whose_rows_the_database_refuses_does_not_stop_the_others(
+    make_desk: DeskFactory,
+) -> None:
+    """The pass writes a batch of tickets together; when the database
+    refuses one ticket's rows, the others are still written, and the refused
+    ticket's notice is not recorded as sent: it goes out once the fault is gone."""
+    desk: Desk = make_desk()
+    desk.deliver(client_mail(message_id="<crit1@client.test>"))
+    desk.deliver(client_mail("[Critical] Mail relay down", message_id="<crit2@client.test>",
+                             sender="Dan Client <dan@client.test>"))
+    desk.step(at(23, 10, 0))
+    refused = desk.ticket()
+    refuse_outbox_rows(desk.app, refused.id)
+
+    [breach] = sla_mail(desk.step(at(23, 11, 0)))
+    assert breach.subject.startswith("[HD-000002] SLA BREACH: first response")
+    assert desk.ticket().next_sla_at == at(23, 11, 5)
+    assert [n for n in desk.notices() if n[0] == refused.id] == []
+    assert desk.events("sla_breach") == []
+
+    refuse_outbox_rows(desk.app, None)
+    [breach] = sla_mail(desk.step(at(23, 11, 5)))
+    assert breach.subject.startswith("[HD-000001] SLA BREACH: first response")
+    assert [e["target"] for e in desk.events("sla_breach")] == ["first_response"]
+    assert sla_mail(desk.step(at(23, 11, 10))) == []
 
 
 # -- the SLA report ------------------------------------------------------------------------
