@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ BOB = "bob@staff.example.test"
 SUPPORT = "support@example.test"
 NOTE_ADDRESS = "support+note@example.test"
 AUTH_OK = "mx.example.test; dkim=pass header.d=staff.example.test"
+OFFSET = "HELPDESK_CLOCK_OFFSET_SECONDS"
 VERIFYING = {"trust_staff_from": False, "authserv_id": "mx.example.test"}
 
 
@@ -103,10 +105,20 @@ class Desk:
         return await Daemon(self.app).once()
 
     async def deliver_by_cli(self, *raws: bytes) -> dict[str, int]:
-        """The same through ``helpdesk run --once`` (on the system clock)."""
+        """The same through ``helpdesk run --once``, at the desk's time (the
+        CLI's clock offset), so its SLA pass sees what ``deliver`` would."""
         for raw in raws:
             self.dovecot.append(self.account.user, "INBOX", raw)
-        code, out, err = await asyncio.to_thread(cli, self.config, "run", "--once")
+        offset = (self.clock.now() - datetime.now(UTC)).total_seconds()
+        saved = os.environ.get(OFFSET)
+        os.environ[OFFSET] = str(offset)
+        try:
+            code, out, err = await asyncio.to_thread(cli, self.config, "run", "--once")
+        finally:
+            if saved is None:
+                del os.environ[OFFSET]
+            else:
+                os.environ[OFFSET] = saved
         assert code == 0, err
         counts: dict[str, int] = json.loads(out)
         return counts
