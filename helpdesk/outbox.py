@@ -13,37 +13,47 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, update
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, Table, bindparam, case, func, update
+from sqlalchemy import select as core_select
+from sqlmodel import Session, select
 
 from helpdesk.compose import Outgoing
 from helpdesk.logs import log
 from helpdesk.models import Outbox, Undeliverable
-from helpdesk.rows import insert_returning_id
+from helpdesk.rows import connection, insert_returning_id
 from helpdesk.settings import OutboundSettings
 
 logger = logging.getLogger(__name__)
+# Results are recorded one row per transaction, right after each send (a
+# crash can then repeat at most the mail in flight): Core statements on a
+# plain connection keep that cheap.
+_TABLE: Table = Outbox.__table__  # type: ignore[attr-defined]
+_UNDELIVERABLE: Table = Undeliverable.__table__  # type: ignore[attr-defined]
+# Asked for every confirmation: built once (see helpdesk.rows).
+_BLOCKED = core_select(_UNDELIVERABLE.c.until, _UNDELIVERABLE.c.reason).where(
+    _UNDELIVERABLE.c.addr == bindparam("rcpt"))
+_RECENT = core_select(
+    func.count(),
+    func.coalesce(func.sum(case((_TABLE.c.created_at > bindparam("since_hour"), 1), else_=0)), 0),
+).where(
+    _TABLE.c.rcpt == bindparam("rcpt"),
+    _TABLE.c.automatic.is_(True),
+    _TABLE.c.status != "suppressed",
+    _TABLE.c.created_at > bindparam("since_day"),
+)
 
 
 def suppression_reason(
     session: Session, cfg: OutboundSettings, rcpt: str, now: datetime
 ) -> str | None:
     """Why automatic mail to ``rcpt`` must not go now, or None."""
-    blocked = session.get(Undeliverable, rcpt)
+    conn = connection(session)
+    blocked = conn.execute(_BLOCKED, {"rcpt": rcpt}).first()
     if blocked is not None and blocked.until > now:
         return f"undeliverable until {blocked.until:%Y-%m-%d}: {blocked.reason[:80]}"
-    since_hour = now - timedelta(hours=1)
-    in_day, in_hour = session.exec(
-        select(
-            func.count(),
-            func.coalesce(func.sum(case((col(Outbox.created_at) > since_hour, 1), else_=0)), 0),
-        ).where(
-            Outbox.rcpt == rcpt,
-            Outbox.automatic.is_(True),  # type: ignore[attr-defined]
-            Outbox.status != "suppressed",
-            Outbox.created_at > now - timedelta(days=1),
-        )
-    ).one()
+    in_day, in_hour = conn.execute(_RECENT, {
+        "rcpt": rcpt, "since_day": now - timedelta(days=1),
+        "since_hour": now - timedelta(hours=1)}).one()
     if in_hour >= cfg.auto_per_hour:
         return f"rate limit: {in_hour} automatic mails in the last hour"
     if in_day >= cfg.auto_per_day:
@@ -144,30 +154,30 @@ def release_dead_workers(session: Session, host: str, is_alive: Callable[[int], 
     return released
 
 
-def mark_sent(session: Session, row_id: int, now: datetime) -> None:
-    session.exec(
-        update(Outbox)
-        .where(Outbox.id == row_id)  # type: ignore[arg-type]
+def mark_sent(conn: Connection, row_id: int, now: datetime) -> None:
+    conn.execute(
+        update(_TABLE)
+        .where(_TABLE.c.id == row_id)
         .values(status="sent", sent_at=now, locked_at=None, last_error="",
-                attempts=Outbox.attempts + 1)
+                attempts=_TABLE.c.attempts + 1)
     )
 
 
-def mark_failed(session: Session, row_id: int, error: str) -> None:
-    session.exec(
-        update(Outbox)
-        .where(Outbox.id == row_id)  # type: ignore[arg-type]
+def mark_failed(conn: Connection, row_id: int, error: str) -> None:
+    conn.execute(
+        update(_TABLE)
+        .where(_TABLE.c.id == row_id)
         .values(status="failed", locked_at=None, last_error=error[:2000],
-                attempts=Outbox.attempts + 1)
+                attempts=_TABLE.c.attempts + 1)
     )
 
 
-def mark_retry(session: Session, row_id: int, error: str, at: datetime) -> None:
-    session.exec(
-        update(Outbox)
-        .where(Outbox.id == row_id)  # type: ignore[arg-type]
+def mark_retry(conn: Connection, row_id: int, error: str, at: datetime) -> None:
+    conn.execute(
+        update(_TABLE)
+        .where(_TABLE.c.id == row_id)
         .values(status="queued", locked_at=None, last_error=error[:2000],
-                attempts=Outbox.attempts + 1, next_attempt_at=at)
+                attempts=_TABLE.c.attempts + 1, next_attempt_at=at)
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, SQLModel
@@ -49,7 +49,7 @@ def _on_conflict(model: type[SQLModel], dialect: str, key: tuple[str, ...],
     )
 
 
-def _connection(session: Session) -> Any:
+def connection(session: Session) -> Connection:
     # Rows written here may point at objects still pending in the session
     # (a ticket just added): flush those first, as a query would.
     if session.new or session.dirty or session.deleted:
@@ -60,13 +60,13 @@ def _connection(session: Session) -> Any:
 def insert_rows(session: Session, model: type[SQLModel], rows: Sequence[Row]) -> None:
     """INSERT ``rows`` (one executemany)."""
     if rows:
-        _connection(session).execute(_plain(model, False), list(rows))
+        connection(session).execute(_plain(model, False), list(rows))
 
 
 def insert_returning_id(session: Session, model: type[SQLModel], row: Row) -> int:
     """INSERT one row and return its generated ``id`` (RETURNING: SQLite
     3.35+ and PostgreSQL both have it)."""
-    return int(_connection(session).execute(_plain(model, True), dict(row)).scalar_one())
+    return int(connection(session).execute(_plain(model, True), dict(row)).scalar_one())
 
 
 def insert_missing(
@@ -77,7 +77,7 @@ def insert_missing(
     if rows:
         dialect = session.get_bind().dialect.name
         stmt = _on_conflict(model, dialect, tuple(key), ())
-        _connection(session).execute(stmt, list(rows))
+        connection(session).execute(stmt, list(rows))
 
 
 def upsert(
@@ -88,4 +88,4 @@ def upsert(
     holds its ``key`` already (ON CONFLICT DO UPDATE)."""
     dialect = session.get_bind().dialect.name
     stmt = _on_conflict(model, dialect, tuple(key), tuple(update))
-    _connection(session).execute(stmt, dict(row))
+    connection(session).execute(stmt, dict(row))

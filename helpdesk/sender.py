@@ -220,19 +220,19 @@ class OutboxSender:
         assert row.id is not None
         fields = {"outbox_id": row.id, "message_id": row.message_id, "purpose": row.purpose,
                   "ticket_id": row.ticket_id}
-        with session_scope(self.engine) as session:
+        with self.engine.begin() as conn:
             if result.ok:
-                outbox.mark_sent(session, row.id, now)
+                outbox.mark_sent(conn, row.id, now)
                 log(logger, logging.INFO, "mail sent", **fields)
                 return
             attempts = row.attempts + 1
             too_old = now - row.created_at > timedelta(hours=self.cfg.max_age_hours)
             if result.permanent or attempts >= self.cfg.max_attempts or too_old:
-                outbox.mark_failed(session, row.id, result.detail)
+                outbox.mark_failed(conn, row.id, result.detail)
                 log(logger, logging.ERROR, "mail failed", detail=result.detail, **fields)
                 return
             at = now + backoff(self.cfg, attempts, self.rng)
-            outbox.mark_retry(session, row.id, result.detail, at)
+            outbox.mark_retry(conn, row.id, result.detail, at)
             log(logger, logging.WARNING, "mail deferred", detail=result.detail,
                 retry_at=at.isoformat(), **fields)
 

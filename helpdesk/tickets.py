@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import text
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, select
 
 from helpdesk.app import App
@@ -35,6 +36,7 @@ from helpdesk.threading.reference import format_reference
 from helpdesk.threading.resolve import referenced_ids
 
 STATUSES = ("new", "open", "pending", "resolved", "closed")
+_TICKET_COLUMNS = [c for c in Ticket.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
 
 
 def next_number(session: Session) -> int:
@@ -128,9 +130,14 @@ def open_ticket(
         linked_to=linked_to,
     )
     # Deadlines first, so the INSERT carries them (no UPDATE straight after).
-    recompute_sla(app, session, ticket, now, fresh=True)
+    _set_sla(app, ticket, (), set())
+    ticket.id = insert_returning_id(session, Ticket, {
+        column.name: getattr(ticket, column.name) for column in _TICKET_COLUMNS
+    })
+    # Written by the INSERT above: the session takes it as loaded, and
+    # tracks later changes (status, escalation) as UPDATEs.
+    make_transient_to_detached(ticket)
     session.add(ticket)
-    session.flush()
     # A ticket made in this transaction has nobody on it yet: no need to ask.
     on_ticket: list[str] = []
     if requester.addr:
@@ -340,19 +347,25 @@ def recompute_sla(
     """Keep ``first_response_due``, ``resolution_due`` and ``next_sla_at``
     current: a pure function of the policy and the ticket's history.
     ``fresh``: a ticket created in this transaction has no history to read."""
+    history = () if fresh else status_history(session, ticket)
+    sent = set() if fresh or ticket.id is None else sent_notices(session, ticket)
+    _set_sla(app, ticket, history, sent)
+    session.add(ticket)
+
+
+def _set_sla(app: App, ticket: Ticket, history: tuple[StatusChange, ...],
+             sent: set[NoticeKey]) -> None:
     clock = TicketClock(
         created_at=ticket.created_at,
         priority=Priority(ticket.priority),
         plan=Plan(ticket.plan),
-        status_changes=() if fresh else status_history(session, ticket),
+        status_changes=history,
         first_public_reply_at=ticket.first_response_at,
     )
     state = compute_sla(clock, app.policy)
     ticket.first_response_due = state.first_response.due_at
     ticket.resolution_due = state.resolution.due_at
     ticket.sla_cycle = state.resolution.cycle
-    sent = set() if fresh or ticket.id is None else sent_notices(session, ticket)
     sla_next = next_wakeup(state, sent)
     candidates = [t for t in (sla_next, ticket.escalation_ack_due) if t is not None]
     ticket.next_sla_at = min(candidates) if candidates else None
-    session.add(ticket)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import getaddresses
 
+from sqlalchemy import Table, bindparam
+from sqlalchemy import select as core_select
 from sqlmodel import Session, select
 
 from helpdesk import notify, outbox, tickets
@@ -25,6 +27,7 @@ from helpdesk.ingest.inbound import Address, InboundEmail
 from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.logs import log
 from helpdesk.models import Message, Participant, ThreadId, Ticket, Undeliverable
+from helpdesk.rows import connection
 from helpdesk.sla.classify import classify_mail
 from helpdesk.sla.policy import Plan, Priority
 from helpdesk.threading import commands as staff_commands
@@ -44,6 +47,19 @@ from helpdesk.threading.staff import is_staff_address, verify_sender
 from helpdesk.threading.tokens import parse_message_id
 
 logger = logging.getLogger(__name__)
+
+# Asked once per mail: built once (see helpdesk.rows).
+_MESSAGES: Table = Message.__table__  # type: ignore[attr-defined]
+_THREAD_IDS: Table = ThreadId.__table__  # type: ignore[attr-defined]
+_TICKETS: Table = Ticket.__table__  # type: ignore[attr-defined]
+_SEEN = core_select(_MESSAGES.c.id).where(
+    _MESSAGES.c.message_id == bindparam("mid"), _MESSAGES.c.direction == "inbound"
+).limit(1)
+_CHAIN = (
+    core_select(_THREAD_IDS.c.message_id, _TICKETS.c.reference)
+    .join(_TICKETS, _TICKETS.c.id == _THREAD_IDS.c.ticket_id)
+    .where(_THREAD_IDS.c.message_id.in_(bindparam("ids", expanding=True)))
+)
 
 
 @dataclass(frozen=True)
@@ -175,12 +191,8 @@ def _resolve(
     chain: dict[str, str] = {}
     candidates = chain_candidates(mail)
     if candidates:
-        rows = session.exec(
-            select(ThreadId.message_id, Ticket.reference)
-            .join(Ticket, Ticket.id == ThreadId.ticket_id)  # type: ignore[arg-type]
-            .where(ThreadId.message_id.in_(candidates))  # type: ignore[attr-defined]
-        ).all()
-        chain.update({mid: ref for mid, ref in rows})
+        rows = connection(session).execute(_CHAIN, {"ids": list(candidates)})
+        chain.update({str(mid): str(ref) for mid, ref in rows})
         chain.update(signed_chain_refs(mail, h.support_domain, h.secret))
     topic_refs: tuple[str, ...] = ()
     topic = thread_topic_key(mail)
@@ -219,9 +231,7 @@ def _ticket_facts(session: Session, reference: str) -> TicketFacts | None:
 
 
 def _seen_message_id(session: Session, message_id: str) -> bool:
-    return session.exec(
-        select(Message.id).where(Message.message_id == message_id, Message.direction == "inbound")
-    ).first() is not None
+    return connection(session).execute(_SEEN, {"mid": message_id}).first() is not None
 
 
 def _is_staff(app: App, mail: InboundEmail) -> bool:

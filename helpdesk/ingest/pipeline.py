@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
+from sqlmodel import select as orm_select
 
 from helpdesk.app import App
 from helpdesk.db import session_scope
@@ -25,14 +26,34 @@ from helpdesk.errors import BadMessageError, SystemUnwellError
 from helpdesk.ingest import apply
 from helpdesk.ingest.classify import Classification, Kind, classify
 from helpdesk.ingest.inbound import InboundEmail
+from helpdesk.ingest.parallel import ParsePool
 from helpdesk.ingest.parse import parse_email
 from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
 from helpdesk.models import InboundMail, Quarantine
-from helpdesk.rows import insert_returning_id
+from helpdesk.rows import connection, insert_returning_id
 from helpdesk.threading.tokens import parse_message_id
 
 logger = logging.getLogger(__name__)
+
+# Statements run once or twice per message, built once (building a
+# statement costs more than SQLite takes to run it). Only the status and id
+# are read: never the stored raw bytes.
+_INBOUND: Table = InboundMail.__table__  # type: ignore[attr-defined]
+_FOUND = select(_INBOUND.c.id, _INBOUND.c.status).limit(1)
+_BY_KEY = _FOUND.where(_INBOUND.c.dedup_key == bindparam("key"))
+_BY_KEY_OR_UID = _FOUND.where(or_(
+    and_(_INBOUND.c.source == bindparam("source"),
+         _INBOUND.c.uidvalidity == bindparam("uidvalidity"),
+         _INBOUND.c.uid == bindparam("uid")),
+    _INBOUND.c.dedup_key == bindparam("key"),
+))
+_SET_RESULT = (
+    update(_INBOUND)
+    .where(_INBOUND.c.id == bindparam("row_id"))
+    .values(status=bindparam("new_status"), outcome=bindparam("new_outcome"),
+            ticket_id=bindparam("new_ticket_id"))
+)
 
 
 @dataclass(frozen=True)
@@ -65,29 +86,43 @@ def dedup_key(message_id: str, sha256: str) -> str:
 
 
 def parse_fetched(item: Fetched) -> Parsed:
+    mail, error = parse_result(item)
+    return Parsed(item, mail, error)
+
+
+def parse_result(item: Fetched) -> tuple[InboundEmail | None, str]:
+    """The parsed mail, or why there is none. Runs in parse workers too, so
+    it returns no copy of the raw bytes."""
     if item.too_large:
-        return Parsed(item, None, "too_large")
+        return None, "too_large"
     try:
-        return Parsed(item, parse_email(item.raw))
+        return parse_email(item.raw), ""
     except BadMessageError as exc:
-        return Parsed(item, None, f"unparseable: {exc.reason}")
+        return None, f"unparseable: {exc.reason}"
     except Exception as exc:  # our own bug must not stop the batch either
-        return Parsed(item, None, f"parser crashed: {type(exc).__name__}: {exc}")
+        return None, f"parser crashed: {type(exc).__name__}: {exc}"
 
 
 class Pipeline:
     def __init__(self, app: App) -> None:
         self.app = app
+        self.parser = ParsePool(parse_result, app.settings.helpdesk.parse_workers)
 
     def process(self, items: Sequence[Fetched]) -> list[Outcome]:
         """Process a batch in one transaction. Raises SystemUnwellError when the
-        database fails; then nothing was committed and nothing may be acked."""
-        parsed = [parse_fetched(item) for item in items]
+        database fails; then nothing was committed and nothing may be acked.
+
+        Each message is stored as soon as it is parsed, while workers parse
+        the next ones."""
+        parsed = zip(items, self.parser.map(items), strict=True)
         try:
             with session_scope(self.app.engine) as session:
-                return [self._one(session, p) for p in parsed]
+                return [self._one(session, Parsed(item, *result)) for item, result in parsed]
         except (OperationalError, DBAPIError) as exc:
             raise SystemUnwellError(f"database failed during a batch: {exc}") from exc
+
+    def close(self) -> None:
+        self.parser.close()
 
     def _one(self, session: Session, parsed: Parsed) -> Outcome:
         item = parsed.fetched
@@ -121,8 +156,16 @@ class Pipeline:
             return self._quarantine(session, item, inbound_id, message_id,
                                     parsed.error.split(":")[0], parsed.error, now)
         try:
-            with session.begin_nested():
-                result = self._apply(session, mail, inbound_id, item.raw, now)
+            try:
+                with session.begin_nested():
+                    result = self._apply(session, mail, inbound_id, item.raw, now)
+            except BaseException:
+                # The savepoint took back this mail's rows, among them a
+                # ticket the session holds as written (helpdesk.rows); drop
+                # every object, or the next ticket, given the same id, could
+                # not be attached. Earlier mails were flushed already.
+                session.expunge_all()
+                raise
         except BadMessageError as exc:
             return self._quarantine(session, item, inbound_id, message_id, exc.reason,
                                     str(exc), now)
@@ -136,30 +179,23 @@ class Pipeline:
             return self._quarantine(session, item, inbound_id, message_id, "apply_failed",
                                     f"{type(exc).__name__}: {exc}", now)
         status = "ignored" if result.ignored else "done"
-        session.execute(
-            update(InboundMail)
-            .where(col(InboundMail.id) == inbound_id)
-            .values(status=status, outcome=result.outcome, ticket_id=result.ticket_id)
-        )
+        connection(session).execute(_SET_RESULT, {
+            "row_id": inbound_id, "new_status": status, "new_outcome": result.outcome,
+            "new_ticket_id": result.ticket_id})
         log(logger, logging.INFO, "message processed", message_id=message_id,
             ticket=result.reference, outcome=result.outcome)
         return Outcome(item, status, result.outcome, result.reference)
 
     def _existing(self, session: Session, item: Fetched, key: str) -> tuple[int, str] | None:
         """(id, status) of the stored copy of this message, if any."""
-        condition = col(InboundMail.dedup_key) == key
-        if item.uid is not None:
-            same_uid = and_(
-                col(InboundMail.source) == item.source,
-                col(InboundMail.uidvalidity) == item.uidvalidity,
-                col(InboundMail.uid) == item.uid,
-            )
-            condition = or_(same_uid, condition)
-        # Only the status and id are needed: never load the stored raw bytes.
-        row = session.exec(
-            select(InboundMail.id, InboundMail.status).where(condition).limit(1)
-        ).first()
-        return None if row is None or row[0] is None else (row[0], row[1])
+        params: dict[str, object] = {"key": key}
+        if item.uid is None:
+            query = _BY_KEY
+        else:
+            query = _BY_KEY_OR_UID
+            params.update(source=item.source, uidvalidity=item.uidvalidity, uid=item.uid)
+        row = connection(session).execute(query, params).first()
+        return None if row is None else (int(row[0]), str(row[1]))
 
     def _apply(self, session: Session, mail: InboundEmail, inbound_id: int, raw: bytes,
                now: datetime) -> apply.Applied:
@@ -210,9 +246,9 @@ def replay(app: App, quarantine_id: int | None) -> list[dict[str, object]]:
     stays held with the new reason.
     """
     with session_scope(app.engine) as session:
-        query = select(Quarantine.id).where(Quarantine.status == "held")
+        query = orm_select(Quarantine.id).where(Quarantine.status == "held")
         if quarantine_id is not None:
-            query = select(Quarantine.id).where(Quarantine.id == quarantine_id)
+            query = orm_select(Quarantine.id).where(Quarantine.id == quarantine_id)
         ids = list(session.exec(query).all())
     if quarantine_id is not None and not ids:
         raise BadMessageError(f"no quarantined message {quarantine_id}")

@@ -157,3 +157,26 @@ def test_customer_plan_region_and_team_address_come_from_the_config(tmp_path: Pa
     news = {str(m["To"]) for m in _sent(tmp_path) if "New:" in str(m["Subject"])}
     assert any("acme-desk@example.test" in to for to in news)
     assert any("team@example.test" in to for to in news)
+
+
+def test_a_mail_failing_after_its_ticket_was_made_fails_alone(tmp_path: Path) -> None:
+    """Its savepoint takes the ticket back (number included); the mails
+    around it in the same batch, on either side, are stored as usual."""
+    template = tmp_path / "confirm.txt.j2"
+    # Fails only while rendering the confirmation for "boom", after the
+    # ticket row, its participants and its first event were written.
+    template.write_text('{% if "boom" in subject %}{{ no_such_variable }}{% endif %}'
+                        "Your reference is {{ reference }}.\n")
+    config = write_config(tmp_path, extra=f'\n[templates]\nconfirmation = "{template}"\n')
+    subjects = ["first fine", "boom one", "second fine", "boom two", "third fine"]
+    _deliver(tmp_path, *(make_mail(subject=s, message_id=f"<m{i}@client.test>")
+                         for i, s in enumerate(subjects)))
+    assert cli(config, "run", "--once")[0] == 0
+    held = cli_json(config, "quarantine", "list")
+    assert len(held) == 2 and {h["reason"] for h in held} == {"apply_failed"}
+    made = sorted((t["reference"], t["subject"]) for t in cli_json(config, "tickets", "list"))
+    # Numbers stay gap-free: the failed mails' numbers were rolled back too.
+    assert [r for r, _ in made] == ["HD-000001", "HD-000002", "HD-000003"]
+    assert sorted(s for _, s in made) == ["first fine", "second fine", "third fine"]
+    confirmations = [m for m in _sent(tmp_path) if "Your reference is" in m.get_content()]
+    assert len(confirmations) == 3
