@@ -100,6 +100,7 @@ class Ingester:
                     pass
                 await _sleep_or_stop(stop, delay)
         await self.source.close()
+        self.pipeline.close()
 
 
 async def _until_stop(stop: asyncio.Event, waiting: Awaitable[None]) -> None:
@@ -160,6 +161,7 @@ class Daemon:
         for ingester in self.ingesters:
             outcomes.extend(await ingester.drain())
             await ingester.source.close()
+            ingester.pipeline.close()
         for job in self.periodic:
             await job()
         while await self.sender.send_due():

@@ -45,6 +45,7 @@ class HelpdeskSettings:
     authserv_id: str = ""  # our receiving MTA's Authentication-Results id
     trust_staff_from: bool = False
     max_message_size: int = 25 * 1024 * 1024
+    parse_workers: int = 1  # processes parsing batches beside the storing one; 0: none
     reopen_window_days: int = 30
     log_format: str = "kv"  # kv | json
     log_level: str = "INFO"
@@ -434,6 +435,8 @@ def validate(s: Settings) -> None:
     _check_zone(s.sla.timezone, "sla.timezone")
     if h.max_message_size <= 0:
         raise ConfigError("helpdesk.max_message_size", "must be positive")
+    if not 0 <= h.parse_workers <= 32:
+        raise ConfigError("helpdesk.parse_workers", "must be between 0 and 32")
     if h.log_format not in ("kv", "json"):
         raise ConfigError("helpdesk.log_format", "must be 'kv' or 'json'")
     if not s.database.url.startswith(("sqlite:", "postgresql")):

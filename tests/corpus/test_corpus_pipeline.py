@@ -69,8 +69,12 @@ def test_every_corpus_message_is_a_ticket_reply_ignored_or_quarantined(
     pipeline = Pipeline(app)
     items = [Fetched(f"corpus:{name}", name, raw) for name, raw in corpus_messages(corpora)]
     outcomes = []
-    for start in range(0, len(items), 200):
-        outcomes.extend(pipeline.process(items[start : start + 200]))
+    try:
+        # Batches of 200 go through the parse workers, as in the daemon.
+        for start in range(0, len(items), 200):
+            outcomes.extend(pipeline.process(items[start : start + 200]))
+    finally:
+        pipeline.close()
     by_status = Counter(o.status for o in outcomes)
     by_detail = Counter(o.detail for o in outcomes if o.status != "quarantined")
     reasons = Counter(o.detail for o in outcomes if o.status == "quarantined")
