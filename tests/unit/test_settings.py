@@ -76,6 +76,7 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
     [
         ('[helpdesk]\nsupport_address = "nope"\n', "helpdesk.support_address", "email"),
         ('[helpdesk]\nmax_message_size = "big"\n', "helpdesk.max_message_size", "whole number"),
+        ("[helpdesk]\nparse_workers = -1\n", "helpdesk.parse_workers", "between 0 and 32"),
         ('[helpdesk]\nstaff = ["@localhost"]\n', "helpdesk.staff[0]", "domain"),
         ('[helpdesk]\ntimezone = "Mars/Olympus"\n', "helpdesk.timezone", "time zone"),
         ('[helpdesk]\ncolour = "blue"\n', "helpdesk.colour", "unknown key"),
