@@ -12,9 +12,10 @@ from __future__ import annotations
 import binascii
 import email.utils
 import hashlib
+import io
 import quopri
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
@@ -27,13 +28,16 @@ from helpdesk.ingest.headers import (
     clean_line,
     decode_value,
     header_raw,
-    lenient_b64decode,
     normalise_lines,
 )
 from helpdesk.ingest.inbound import Attachment
 
 MAX_PARTS = 200
 MAX_DEPTH = 20
+
+# Token -> the body cut out of a large message's skeleton (helpdesk.ingest.skeleton),
+# a view of the raw bytes, read in place of the token the tree holds.
+Spans = Mapping[str, memoryview]
 
 
 @dataclass
@@ -47,7 +51,9 @@ class Body:
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 
 
-def walk_body(part: Message, body: Body, fallbacks: Sequence[str], depth: int) -> None:
+def walk_body(
+    part: Message, body: Body, fallbacks: Sequence[str], depth: int, spans: Spans
+) -> None:
     """Collect body text and attachments, the way mail clients show them.
 
     A text/plain or text/html leaf without a filename and not disposed as an
@@ -69,7 +75,7 @@ def walk_body(part: Message, body: Body, fallbacks: Sequence[str], depth: int) -
             if not isinstance(child, Message):
                 continue
             branch = Body(leaves=body.leaves)
-            walk_body(child, branch, fallbacks, depth + 1)
+            walk_body(child, branch, fallbacks, depth + 1, spans)
             body.leaves = branch.leaves
             branches.append(branch)
         plain = [b for b in branches if any(t.strip() for t in b.plain)]
@@ -84,25 +90,27 @@ def walk_body(part: Message, body: Body, fallbacks: Sequence[str], depth: int) -
     if ctype.startswith("multipart/") and isinstance(payload, list):
         for child in payload[:MAX_PARTS]:
             if isinstance(child, Message):
-                walk_body(child, body, fallbacks, depth + 1)
+                walk_body(child, body, fallbacks, depth + 1, spans)
         return
     body.leaves += 1
     if ctype.startswith("multipart/"):
         # No boundary was found (RFC 2046 §5.1.1): the parts are one string,
         # still readable as text, so show them rather than hide them.
-        body.plain.append(normalise_lines(_part_text_decoded(part, "text/plain", fallbacks)))
+        body.plain.append(
+            normalise_lines(_part_text_decoded(part, "text/plain", fallbacks, spans))
+        )
         return
     filename = _filename(part, fallbacks)
     disposition = _disposition(part)
     if ctype in _BODY_TYPES and not filename and disposition != "attachment":
-        text = normalise_lines(_part_text_decoded(part, ctype, fallbacks))
+        text = normalise_lines(_part_text_decoded(part, ctype, fallbacks, spans))
         (body.html if ctype == "text/html" else body.plain).append(text)
         return
     body.attachments.append(
         _attachment(
             filename,
             ctype,
-            _part_bytes(part, ctype),
+            _part_bytes(part, ctype, spans),
             header_raw(part, "content-id"),
             disposition == "inline",
         )
@@ -213,8 +221,10 @@ _HTML_META_CHARSET_RE = re.compile(
 )
 
 
-def _part_text_decoded(part: Message, ctype: str, fallbacks: Sequence[str]) -> str:
-    data = _part_bytes(part, ctype)
+def _part_text_decoded(
+    part: Message, ctype: str, fallbacks: Sequence[str], spans: Spans
+) -> str:
+    data = _part_bytes(part, ctype, spans)
     try:
         label = part.get_content_charset()
     except Exception:
@@ -228,39 +238,83 @@ def _part_text_decoded(part: Message, ctype: str, fallbacks: Sequence[str]) -> s
     return decode_text(data, label, fallbacks)
 
 
-def _part_bytes(part: Message, ctype: str = "") -> bytes:
+def _part_bytes(part: Message, ctype: str, spans: Spans) -> bytes:
     """The decoded bytes of a leaf; never raises.
 
     Applies the Content-Transfer-Encoding (RFC 2045 §6) ourselves, reading
     its value case- and whitespace-insensitively, decoding base64 leniently
     and x-uuencode too; an unknown encoding leaves the bytes as they came.
+    A body cut out of a large message is read from its view of the raw
+    bytes: the same bytes the parser would have held, never copied whole
+    before decoding.
     """
     # The stored payload, not get_payload(): that re-decodes 8-bit bytes
     # with replacement characters before we could choose their charset.
     payload = getattr(part, "_payload", None)
     if isinstance(payload, list):
-        return _embedded_bytes(payload, ctype)
+        return _embedded_bytes(payload, ctype, spans)
+    raw: bytes | memoryview
     if isinstance(payload, bytes):
         raw = payload
     elif isinstance(payload, str):
-        try:
-            raw = payload.encode("ascii", "surrogateescape")
-        except UnicodeError:
-            raw = payload.encode("utf-8", "surrogateescape")
+        cut = spans.get(payload) if spans else None
+        if cut is not None:
+            raw = cut
+        else:
+            try:
+                raw = payload.encode("ascii", "surrogateescape")
+            except UnicodeError:
+                raw = payload.encode("utf-8", "surrogateescape")
     else:
         return b""
     cte = header_raw(part, "content-transfer-encoding").strip().lower()
     try:
         if cte == "base64":
-            decoded = lenient_b64decode(raw)
-            return raw if decoded is None else decoded
+            decoded = b64decode_lenient(raw)
+            return bytes(raw) if decoded is None else decoded
         if cte == "quoted-printable":
-            return quopri.decodestring(raw)
+            return quopri.decodestring(bytes(raw))
         if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
-            return _uudecode(raw)
+            return _uudecode(bytes(raw))
     except (binascii.Error, ValueError):
-        return raw
-    return raw
+        pass
+    # bytes() of a bytes object is the object itself: only a view is copied.
+    return bytes(raw)
+
+
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_BASE64 = bytes(sorted(set(range(256)) - set(_BASE64_ALPHABET)))
+_BASE64_CHUNK = 1 << 20
+
+
+def b64decode_lenient(data: bytes | memoryview) -> bytes | None:
+    """Base64 as RFC 2045 §6.8 asks decoders to read it: characters outside
+    the alphabet are ignored and "=" ends the data; missing padding is
+    supplied. None when the length cannot be base64 (the part was not
+    encoded at all, whatever its header says).
+
+    The same result as :func:`helpdesk.ingest.headers.lenient_b64decode`,
+    a megabyte at a time: the encoded text is never copied whole, and the
+    output grows in place (``BytesIO.getvalue`` hands over its buffer), so
+    a large attachment costs its decoded size and little more.
+    """
+    view = memoryview(data)
+    out = io.BytesIO()
+    carry = b""
+    for start in range(0, len(view), _BASE64_CHUNK):
+        chunk = bytes(view[start:start + _BASE64_CHUNK])
+        pad = chunk.find(b"=")
+        clean = carry + chunk[: len(chunk) if pad < 0 else pad].translate(None, _NOT_BASE64)
+        whole = len(clean) - len(clean) % 4
+        out.write(binascii.a2b_base64(clean[:whole]))
+        carry = clean[whole:]
+        if pad >= 0:
+            break
+    if len(carry) == 1:
+        return None
+    if carry:
+        out.write(binascii.a2b_base64(carry + b"=" * (-len(carry) % 4)))
+    return out.getvalue()
 
 
 
@@ -292,7 +346,7 @@ def _uudecode(raw: bytes) -> bytes:
     return bytes(out)
 
 
-def _embedded_bytes(payload: list[Any], ctype: str) -> bytes:
+def _embedded_bytes(payload: list[Any], ctype: str, spans: Spans) -> bytes:
     """A message/rfc822 attachment as the attached message's bytes, and a
     message/delivery-status part (RFC 3464 §2.1) as its field blocks."""
     blocks: list[bytes] = []
@@ -308,7 +362,38 @@ def _embedded_bytes(payload: list[Any], ctype: str) -> bytes:
                 continue
         if ctype == "message/rfc822":
             break
-    return b"\n".join(blocks)
+    joined = b"\n".join(blocks)
+    return _with_cut_bodies(joined, spans) if spans else joined
+
+
+_CUT_CHUNK = 1 << 20
+
+
+def _with_cut_bodies(data: bytes, spans: Spans) -> bytes:
+    """``data``, an attached message re-serialised from a skeleton, with each
+    token put back as the body it stands for, written as the generator
+    writes a body: every line end (CRLF, CR or LF) as LF."""
+    found = sorted(
+        (at, token) for token in spans if (at := data.find(token.encode("ascii"))) >= 0
+    )
+    if not found:
+        return data
+    out = io.BytesIO()
+    pos = 0
+    for at, token in found:
+        out.write(data[pos:at])
+        view = spans[token]
+        start = 0
+        while start < len(view):
+            stop = min(start + _CUT_CHUNK, len(view))
+            while stop < len(view) and view[stop - 1] == 0x0D:
+                stop += 1  # keep a CRLF in one piece
+            piece = bytes(view[start:stop])
+            out.write(piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+            start = stop
+        pos = at + len(token)
+    out.write(data[pos:])
+    return out.getvalue()
 
 
 def _attachment(

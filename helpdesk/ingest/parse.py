@@ -14,7 +14,11 @@ The steps, each in a module named for it:
   :mod:`helpdesk.ingest.charsets`, and the body and attachments are picked by
   :mod:`helpdesk.ingest.mime`;
 * addresses, Message-IDs, dates and a bounded MIME summary for the
-  classifiers (RFC 3464 parts) are read here.
+  classifiers (RFC 3464 parts) are read here;
+* a message above ``LAZY_ABOVE`` bytes is parsed as a skeleton
+  (:mod:`helpdesk.ingest.skeleton`): its big leaf bodies are cut out before
+  the parser sees it and read later from the raw bytes in place, so a 25 MB
+  attachment costs its decoded size, not eight times the message.
 
 Only :class:`BadMessageError` leaves this module, when not even the headers
 can be read. Every loop is bounded, so hostile input costs linear time.
@@ -52,7 +56,8 @@ from helpdesk.ingest.headers import (
 )
 from helpdesk.ingest.html import html_to_text
 from helpdesk.ingest.inbound import Address, InboundEmail, MimePart
-from helpdesk.ingest.mime import MAX_DEPTH, MAX_PARTS, Body, walk_body
+from helpdesk.ingest.mime import MAX_DEPTH, MAX_PARTS, Body, Spans, walk_body
+from helpdesk.ingest.skeleton import CUT_ABOVE, LAZY_ABOVE, cut_spans, make_skeleton
 
 MAX_PART_TEXT = 65_536
 MAX_BODY_TEXT = 1_000_000
@@ -69,33 +74,94 @@ _MSGID_RE = re.compile(r"<([^<>\s]{1,998})>")
 logging.getLogger("mailparser").setLevel(logging.ERROR)
 
 
-def parse_email(raw: bytes) -> InboundEmail:
+def parse_email(
+    raw: bytes, *, lazy_above: int = LAZY_ABOVE, cut_above: int = CUT_ABOVE
+) -> InboundEmail:
     """Parse ``raw`` into an :class:`InboundEmail`; raise BadMessageError only
-    when not even the headers can be read."""
-    if not raw.strip():
+    when not even the headers can be read.
+
+    A message larger than ``lazy_above`` bytes is parsed as a skeleton whose
+    leaf bodies larger than ``cut_above`` are read from ``raw`` in place
+    (:mod:`helpdesk.ingest.skeleton`); the result is the one the full parse
+    gives, but for mail-parser's charset defects in the bodies it never saw.
+    """
+    # isspace, not strip(): no copy of a large message just to test it.
+    if not raw or raw.isspace():
         raise BadMessageError("empty message")
     digest = hashlib.sha256(raw).hexdigest()
+    if len(raw) > lazy_above:
+        lazy = _parse_lazily(raw, digest, cut_above)
+        if lazy is not None:
+            return lazy
     repaired = _repair_header_block(raw)
     bounded = _bound_fields(repaired)
+    message, defects = _parse_tree(bounded)
+    if repaired is not raw:
+        defects += ("HeaderBlockRepaired",)
+    if bounded is not repaired:
+        defects += ("HeaderFieldTooLong",)
+    return _build(message, raw, digest, defects, {})
+
+
+def _parse_tree(data: bytes) -> tuple[Message, tuple[str, ...]]:
+    """The MIME tree of ``data`` and the kinds of defect found in it.
+
+    Only the tree is kept: mail-parser's own result holds a copy of every
+    attachment, which must not live on beside ours.
+    """
     try:
-        parsed = mailparser.parse_from_bytes(bounded)
+        parsed = mailparser.parse_from_bytes(data)
         message = parsed.message
         defects = tuple(sorted(str(d) for d in parsed.defects_categories))
+        del parsed
     except Exception:
         # A library exception is never our exception: the stdlib alone.
         try:
             # RecursionError (a hostile nesting depth) is an Exception too.
-            message = email.message_from_bytes(bounded, policy=email.policy.compat32)
+            message = email.message_from_bytes(data, policy=email.policy.compat32)
         except Exception as exc:
             raise BadMessageError(f"unparseable message: {exc!r}") from exc
         defects = (*_defects(message), "MailParserFailed")
     if message is None:
         raise BadMessageError("no message could be read")
-    if repaired is not raw:
+    return message, defects
+
+
+def _parse_lazily(raw: bytes, digest: str, cut_above: int) -> InboundEmail | None:
+    """Parse the skeleton of a large message, or None to parse it in full.
+
+    The header block is repaired and bounded on its own (both only ever
+    touch the bytes before the first blank line), so the skeleton's header
+    is the one the full parse would read.
+    """
+    blank = _BLANK_LINE_RE.search(raw, 0, MAX_HEADER_BLOCK)
+    if blank is None:
+        return None
+    head = raw[: blank.end()]
+    repaired = _repair_header_block(head)
+    bounded = _bound_fields(repaired)
+    if _header_end(repaired) == len(repaired):
+        # _bound_fields on the whole message would look past this block.
+        return None
+    skeleton = make_skeleton(raw, bounded, blank.end(), digest[:16], cut_above)
+    if skeleton is None:
+        return None
+    message, defects = _parse_tree(skeleton.data)
+    spans = cut_spans(message, skeleton, raw)
+    if spans is None:
+        return None
+    if repaired is not head:
         defects += ("HeaderBlockRepaired",)
     if bounded is not repaired:
         defects += ("HeaderFieldTooLong",)
-    return _build(message, raw, digest, defects)
+    return _build(message, raw, digest, defects, spans)
+
+
+def _header_end(raw: bytes) -> int:
+    """Where :func:`_bound_fields` takes the header block to end."""
+    end = raw.find(b"\n\n")
+    end_crlf = raw.find(b"\r\n\r\n")
+    return min(e for e in (end, end_crlf, len(raw)) if e >= 0)
 
 
 def _bound_fields(raw: bytes) -> bytes:
@@ -104,9 +170,7 @@ def _bound_fields(raw: bytes) -> bytes:
     A field is a line plus its continuation lines (RFC 5322 §2.2.3); only the
     header block is touched, and only when some field is longer than that.
     """
-    end = raw.find(b"\n\n")
-    end_crlf = raw.find(b"\r\n\r\n")
-    cut = min(e for e in (end, end_crlf, len(raw)) if e >= 0)
+    cut = _header_end(raw)
     head = raw[:cut]
     if len(head) <= MAX_FIELD_FOR_PARSER:
         return raw
@@ -128,11 +192,12 @@ def _defects(message: Message) -> tuple[str, ...]:
     return tuple(sorted(kinds))
 
 
-def _build(message: Message, raw: bytes, digest: str, defects: tuple[str, ...]) -> InboundEmail:
+def _build(message: Message, raw: bytes, digest: str, defects: tuple[str, ...],
+           spans: Spans) -> InboundEmail:
     fallbacks = _declared_charsets(message)
     body = Body()
     try:
-        walk_body(message, body, fallbacks, 0)
+        walk_body(message, body, fallbacks, 0, spans)
     except Exception:  # a pathological tree: keep what was collected
         pass
     plain = normalise_lines("\n".join(t for t in body.plain if t)).strip("\n")
@@ -155,7 +220,7 @@ def _build(message: Message, raw: bytes, digest: str, defects: tuple[str, ...]) 
         text=text[:MAX_BODY_TEXT],
         html=html[:MAX_BODY_TEXT],
         content_type=_safe_content_type(message),
-        parts=tuple(_parts(message)),
+        parts=tuple(_parts(message, spans)),
         attachments=tuple(body.attachments),
         size=len(raw),
         sha256=digest,
@@ -407,7 +472,7 @@ def _safe_content_type(message: Message) -> str:
 # --- the MIME summary for classifiers ---------------------------------------
 
 
-def _parts(message: Message) -> list[MimePart]:
+def _parts(message: Message, spans: Spans) -> list[MimePart]:
     """A bounded summary of the MIME tree for the classifiers (RFC 3464 DSNs
     live in ``message/delivery-status`` and ``text/rfc822-headers`` parts)."""
     out: list[MimePart] = []
@@ -426,14 +491,14 @@ def _parts(message: Message) -> list[MimePart]:
         except Exception:
             pass
         try:
-            text = _part_text(part, ctype)
+            text = _part_text(part, ctype, spans)
         except Exception:  # the stdlib's get_payload raises on some labels
             text = ""
         out.append(MimePart(content_type=ctype, text=text, filename=filename))
     return out
 
 
-def _part_text(part: Message, ctype: str) -> str:
+def _part_text(part: Message, ctype: str, spans: Spans) -> str:
     if part.is_multipart():
         if ctype == "message/rfc822":
             inner = part.get_payload()
@@ -450,7 +515,19 @@ def _part_text(part: Message, ctype: str) -> str:
         return _decode_payload(part)[:MAX_PART_TEXT]
     if not (ctype.startswith("text/") or ctype.startswith("message/")):
         return ""
-    return _decode_payload(part)[:MAX_PART_TEXT]
+    token = getattr(part, "_payload", None)
+    cut = spans.get(token) if spans and isinstance(token, str) else None
+    if cut is None:
+        return _decode_payload(part)[:MAX_PART_TEXT]
+    # A text body cut out of a large message: hand the part its text for the
+    # one decode the stdlib makes (get_payload applies the transfer encoding
+    # in its own way), exactly as the full parse held it, then take it back.
+    stored = vars(part)  # _payload is the stdlib's private slot, not typed
+    stored["_payload"] = bytes(cut).decode("ascii", "surrogateescape")
+    try:
+        return _decode_payload(part)[:MAX_PART_TEXT]
+    finally:
+        stored["_payload"] = token
 
 
 def _headers_text(msg: Any) -> str:
