@@ -10,10 +10,12 @@ is pushed with IDLE (RFC 2177) when the server offers it, else polled.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import ssl
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from aioimaplib import aioimaplib
 
@@ -34,6 +36,65 @@ HEADER_ONLY = 64 * 1024
 
 class ImapError(SystemUnwellError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A literal (RFC 3501 §4.3) of a FETCH response, among its lines."""
+
+    data: bytes
+
+
+class LiteralFetch(aioimaplib.FetchCommand):  # type: ignore[misc]  # untyped library
+    """FETCH whose literals are written straight into the bytes kept.
+
+    aioimaplib collects a literal in a bytearray that grows as it arrives,
+    and bytes() of it was a second whole copy: a 25 MB message was held
+    twice, and freeing the first copy left the allocator serving later
+    large buffers from the heap, where they stay resident. Here a literal
+    is written into a BytesIO sized up front from its announced length
+    (up to ``presize``: the length comes from the server), whose buffer
+    ``getvalue`` hands over without a copy. It lands among the response
+    lines as a :class:`Literal`, which, like aioimaplib's bytearray, is not
+    ``bytes``: FetchCommand.wait_data counts parentheses only in the lines.
+    """
+
+    def __init__(self, tag: str, *args: str, presize: int, prefix: str = "",
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 timeout: float | None = None) -> None:
+        super().__init__(tag, *args, prefix=prefix, loop=loop, timeout=timeout)
+        self._presize = presize
+        self._literal: io.BytesIO | None = None
+        self._wanted = 0
+        self._got = 0
+
+    def begin_literal_data(self, expected_size: int, literal_data: bytes = b"") -> bytes:
+        buf = io.BytesIO()
+        if 0 < expected_size <= self._presize:
+            buf.seek(expected_size - 1)
+            buf.write(b"\0")
+            buf.seek(0)
+        self._literal, self._wanted, self._got = buf, expected_size, 0
+        return self.append_literal_data(literal_data)
+
+    def wait_literal_data(self) -> bool:
+        return self._literal is not None and self._got < self._wanted
+
+    def append_literal_data(self, data: bytes) -> bytes:
+        buf = self._literal
+        if buf is None:
+            return data
+        take = min(self._wanted - self._got, len(data))
+        buf.write(memoryview(data)[:take])
+        self._got += take
+        if self._got >= self._wanted:
+            self._literal = None
+            buf.truncate(self._got)
+            self.append_to_resp(Literal(buf.getvalue()))
+        # As aioimaplib does for each chunk: a long literal is progress, not
+        # a stalled command.
+        self._reset_timer()
+        return data[take:]
 
 
 def uid_set(uids: Iterable[int]) -> str:
@@ -217,23 +278,31 @@ class ImapSource:
         if not uids:
             return []
         client = self._require()
-        response = await client.uid("fetch", uid_set(uids), f"(UID {item})")
+        cap = HEADER_ONLY if too_large else self.max_bytes
+        protocol = client.protocol
+        # aioimaplib's own IMAP4.uid("fetch", ...) builds the same command;
+        # ours only collects the literals differently.
+        command = LiteralFetch(protocol.new_tag(), uid_set(uids), f"(UID {item})",
+                               presize=cap, prefix="UID", loop=protocol.loop,
+                               timeout=self.cfg.timeout)
+        response = await protocol.execute(command)
         _check(response, "UID FETCH")
         out: list[Fetched] = []
         lines = response.lines
-        cap = HEADER_ONLY if too_large else self.max_bytes
         for i, line in enumerate(lines):
-            if not isinstance(line, (bytes, bytearray)) or isinstance(line, bytearray):
+            if not isinstance(line, bytes):
                 continue
             if not _FETCH_RE.match(line) or not _LITERAL_RE.search(line):
                 continue
             uid = _UID_RE.search(line)
             if uid is None and i + 2 < len(lines):
                 tail = lines[i + 2]
-                uid = _UID_RE.search(bytes(tail)) if isinstance(tail, (bytes, bytearray)) else None
-            if uid is None or i + 1 >= len(lines):
+                uid = _UID_RE.search(tail) if isinstance(tail, bytes) else None
+            literal = lines[i + 1] if i + 1 < len(lines) else None
+            if uid is None or not isinstance(literal, Literal):
                 continue
-            body = bytes(lines[i + 1])[:cap]
+            # A slice as long as the bytes is the same object: no copy.
+            body = literal.data[:cap]
             out.append(
                 Fetched(self.key, uid.group(1).decode(), body, self.uidvalidity,
                         int(uid.group(1)), too_large)
