@@ -189,13 +189,23 @@ def score(
     right = right_messages(truth, tickets, order)
     right_linked = right_messages(linked, tickets, order)
     total = len(mails)
-    for measure, count in (
-        ("messages in their true thread", len(right)),
-        ("messages in their Message-ID-linked thread", len(right_linked)),
+    for measure, count, note in (
+        ("messages in their true thread", len(right), _why_missed(mails, right)),
+        ("messages in their Message-ID-linked thread", len(right_linked), ""),
     ):
         met = count >= TARGET * total
-        record(measure, corpus, f"{count}/{total}", f">= {TARGET:.0%}", met)
+        record(measure, corpus, f"{count}/{total}", f">= {TARGET:.0%}", met,
+               note="" if met else note)
     return total, right, right_linked, linked
+
+
+def _why_missed(mails: Sequence[InboundEmail], right: set[int]) -> str:
+    missed = sorted(set(range(len(mails))) - right)
+    named = "; ".join(f"#{i} <{mails[i].message_id}> {mails[i].subject!r}" for i in missed)
+    return (f"{len(missed)} missed, each in a branch that only a subject ties to the rest of "
+            "its thread (no Message-ID links them): threading a stranger's mail on a subject "
+            "alone is refused on purpose, as anyone could then read a ticket by guessing its "
+            f"subject; the test asserts every miss is of this kind. Missed: {named}")
 
 
 def assert_misses_are_subject_only(
