@@ -85,3 +85,36 @@ def test_html_alternative() -> None:
     msg = _parse(compose(_draft(html="<p>Hello</p>")).raw)
     assert msg.get_content_type() == "multipart/alternative"
     assert "<p>Hello</p>" in msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+
+
+def test_headers_written_without_folding_are_the_bytes_compat32_folds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The short-cut for one-line ASCII headers changes no byte: random
+    subjects, names and References (long, non-ASCII, encoded-word look-alikes,
+    doubled spaces) compose exactly as with the stdlib's compat32 policy."""
+    import random
+    from email.policy import compat32
+
+    from helpdesk import compose as module
+
+    rng = random.Random(5)
+    words = ["printer", "[HD-000123]", "Re:", "x" * 70, "a" * 200, "ünïcode", "  ", "\t",
+             "日本語", "=?utf-8?q?x?=", ";", ",", '"q"', "(c)", "Grüße", "ok"]
+    stdlib = compat32.clone(linesep="\r\n")
+    for i in range(1500):
+        subject = " ".join(rng.choice(words) for _ in range(rng.randint(0, 12)))
+        name = " ".join(rng.choice(words) for _ in range(rng.randint(0, 4)))
+        draft = Draft(
+            purpose="p", from_addr=Address("support@example.test", name),
+            to=(Address("carol@client.test", name[::-1]),), subject=subject, text="hi",
+            message_id=f"id{i}@example.test", date=datetime(2026, 1, 1, tzinfo=UTC),
+            automatic=bool(i % 2), loop_value=subject[:40] or "x",
+            references=tuple(f"r{j}.{'y' * rng.randint(1, 60)}@x"
+                             for j in range(rng.randint(0, 6))),
+            in_reply_to="p@x" if i % 3 else "",
+        )
+        ours = compose(draft).raw
+        monkeypatch.setattr(module, "_WIRE", stdlib)
+        assert compose(draft).raw == ours, (subject, name)
+        monkeypatch.undo()
