@@ -26,6 +26,7 @@ can be read. Every loop is bounded, so hostile input costs linear time.
 
 from __future__ import annotations
 
+import codecs
 import email
 import email.policy
 import hashlib
@@ -519,15 +520,69 @@ def _part_text(part: Message, ctype: str, spans: Spans) -> str:
     cut = spans.get(token) if spans and isinstance(token, str) else None
     if cut is None:
         return _decode_payload(part)[:MAX_PART_TEXT]
-    # A text body cut out of a large message: hand the part its text for the
-    # one decode the stdlib makes (get_payload applies the transfer encoding
-    # in its own way), exactly as the full parse held it, then take it back.
+    # A text body cut out of a large message. Unless a transfer encoding
+    # must be undone, get_payload(decode=True) would give its bytes as they
+    # are, and only the start of their text is kept: decode just that much.
+    cte = str(part.get("content-transfer-encoding", "")).lower()
+    if cte not in _STDLIB_DECODED:
+        start = _text_start(cut, _charset_or_utf8(part), MAX_PART_TEXT)
+        if start is not None:
+            return start
+    # Else hand the part its text for the one decode the stdlib makes (it
+    # undoes base64 and quoted-printable its own way), as the full parse
+    # held it, then take it back.
     stored = vars(part)  # _payload is the stdlib's private slot, not typed
     stored["_payload"] = bytes(cut).decode("ascii", "surrogateescape")
     try:
         return _decode_payload(part)[:MAX_PART_TEXT]
     finally:
         stored["_payload"] = token
+
+
+# The transfer encodings Message.get_payload(decode=True) undoes, compared
+# as it compares them (lower-cased, not stripped).
+_STDLIB_DECODED = frozenset({"quoted-printable", "base64", "x-uuencode", "uuencode", "uue",
+                             "x-uue"})
+_TEXT_CHUNK = 1 << 16
+
+
+def _text_start(data: memoryview, charset: str, limit: int) -> str | None:
+    """``bytes(data).decode(charset, "replace")[:limit]``, falling back to
+    UTF-8 as _decode_payload does, decoding only as far as ``limit``
+    characters need; None for a codec without an incremental decoder.
+
+    An incremental decoder emits only characters no later byte can change,
+    so the text it has given when it stops is the start of the whole text.
+    """
+    for codec in (charset, "utf-8"):
+        try:
+            info = codecs.lookup(codec)
+            # bytes.decode refuses bytes-to-bytes codecs ("hex") the same way.
+            if not getattr(info, "_is_text_encoding", True):
+                raise LookupError(f"{codec!r} is not a text encoding")
+            if info.incrementaldecoder is None:
+                return None
+            decoder = info.incrementaldecoder("replace")
+            out: list[str] = []
+            size = 0
+            for start in range(0, len(data), _TEXT_CHUNK):
+                stop = start + _TEXT_CHUNK
+                text = decoder.decode(bytes(data[start:stop]), final=stop >= len(data))
+                out.append(text)
+                size += len(text)
+                if size >= limit:
+                    break
+            return "".join(out)[:limit]
+        except (LookupError, UnicodeError, ValueError):  # as in _decode_payload
+            continue
+    return ""
+
+
+def _charset_or_utf8(part: Message) -> str:
+    try:
+        return part.get_content_charset() or "utf-8"
+    except Exception:
+        return "utf-8"
 
 
 def _headers_text(msg: Any) -> str:

@@ -16,7 +16,7 @@ from email.utils import formatdate
 
 import pytest
 
-from helpdesk.ingest import mime
+from helpdesk.ingest import mime, parse
 from helpdesk.ingest.headers import lenient_b64decode
 from helpdesk.ingest.inbound import InboundEmail
 from helpdesk.ingest.parse import _parse_lazily, parse_email
@@ -255,3 +255,28 @@ def test_bodies_put_back_into_an_attached_message_keep_crlf_whole(
     for chunk in (1, 2, 3, 5):
         monkeypatch.setattr(mime, "_CUT_CHUNK", chunk)
         _same(raw, lazy_above=0, cut_above=0)
+
+
+TEXTS = [
+    ("utf-8", "Grüße, 東京 — ok\r\n".encode() * 3 + b"\xff\xfe broken \xe2\x82"),
+    ("iso-2022-jp", "日本語のテキスト\n".encode("iso-2022-jp") * 3),
+    ("utf-16", "two-byte text\n".encode("utf-16") + b"\x00"),
+    ("shift_jis", "ｶﾀｶﾅと漢字\n".encode("shift_jis") * 3 + b"\x81"),
+    ("x-unknown-charset", "falls back to UTF-8 ✓".encode()),
+    ("hex", b"a bytes-to-bytes codec is no charset"),
+    ("utf-7", "+ and ✓ in UTF-7\n".encode("utf-7") * 3),
+]
+
+
+@pytest.mark.parametrize(("charset", "data"), TEXTS, ids=[c for c, _ in TEXTS])
+def test_the_start_of_a_cut_text_is_the_start_of_the_whole_text(
+    monkeypatch: pytest.MonkeyPatch, charset: str, data: bytes
+) -> None:
+    try:
+        whole = data.decode(charset, "replace")
+    except (LookupError, UnicodeError, ValueError):
+        whole = data.decode("utf-8", "replace")
+    for chunk in (1, 2, 5, 1 << 16):
+        monkeypatch.setattr(parse, "_TEXT_CHUNK", chunk)
+        for limit in (1, 7, 10_000):
+            assert parse._text_start(memoryview(data), charset, limit) == whole[:limit]
