@@ -57,6 +57,10 @@ class MaildirTransport:
         self._ready = False
 
     async def send(self, envelope_from: str, recipients: list[str], raw: bytes) -> SendResult:
+        # File I/O off the event loop, which serves IMAP IDLE meanwhile.
+        return await asyncio.to_thread(self._deliver, envelope_from, recipients, raw)
+
+    def _deliver(self, envelope_from: str, recipients: list[str], raw: bytes) -> SendResult:
         if not self._ready:
             ensure_maildir(self.path)
             self._ready = True
