@@ -17,19 +17,34 @@ def _batch(count: int) -> list[Fetched]:
 
 
 def test_workers_return_the_in_process_results_in_batch_order() -> None:
-    items = _batch(24)
+    items = _batch(80)
     items[3] = Fetched("t", "big", b"Subject: big\r\n\r\n" + b"x" * (parallel.MAX_SIZE + 1))
     items[5] = Fetched("t", "cut", b"Subject: cut\r\n\r\n", too_large=True)
     items[9] = Fetched("t", "empty", b"")
     pool = ParsePool(parse_result, workers=1)
     try:
+        pool.start().result(timeout=60)
         got = list(pool.map(items))
-        assert pool._executor is not None  # the batch really went to a worker
     finally:
         pool.close()
     assert got == [parse_result(item) for item in items]
     assert got[5] == (None, "too_large")
     assert got[9][0] is None and got[9][1].startswith("unparseable")
+    # With a worker up, all but the first message, the large one and the
+    # cut one were parsed there.
+    assert pool.parsed_by_workers == len(items) - 3
+
+
+def test_storing_does_not_wait_for_the_workers_to_start() -> None:
+    """Until a worker is up, messages are parsed here: a batch taken at once
+    (before the spawn could finish) still comes back whole and in order."""
+    items = _batch(20)
+    pool = ParsePool(parse_result, workers=1)
+    try:
+        got = list(pool.map(items))
+    finally:
+        pool.close()
+    assert got == [parse_result(i) for i in items]
 
 
 def test_a_small_batch_is_parsed_in_process() -> None:
@@ -47,13 +62,15 @@ def _dies_on_marker(item: Fetched) -> str:
 
 def test_a_dead_worker_loses_nothing() -> None:
     os.environ["HELPDESK_TEST_PARENT"] = str(os.getpid())
-    handles = [str(i) for i in range(20)]
-    handles[6] = "die"
+    handles = [str(i) for i in range(40)]
+    handles[20] = "die"
     items = [Fetched("t", h, b"") for h in handles]
     pool = ParsePool(_dies_on_marker, workers=1)
     try:
+        pool.start().result(timeout=60)
         assert list(pool.map(items)) == handles
         assert pool._executor is None  # dropped; the next batch starts a new one
+        assert 0 < pool.parsed_by_workers < 20
         assert list(pool.map([Fetched("t", str(i), b"") for i in range(10)])) == [
             str(i) for i in range(10)]
     finally:
