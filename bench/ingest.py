@@ -5,8 +5,9 @@ fresh mailbox (MULTIAPPEND, not timed), then ``helpdesk run --once`` runs as
 a subprocess on a fresh database and is timed from start to exit: start-up,
 fetch, parse, classify, thread, commit, confirmation queued, IMAP MOVE to
 Processed, then the SLA pass and sending the whole outbox into a Maildir
-folder. The time until the first mail is sent (from the daemon's log, whose
-timestamps have whole seconds) splits off the ingest phase.
+folder. The daemon's "pass finished" log line gives its own split: the
+ingest phase (fetched, parsed, committed, confirmation queued, IMAP-moved:
+the issue's list), the SLA pass and sending.
 
 With a time budget, a pilot run measures the
 rate first (200 messages per database) and N is cut to what fits; the cut
@@ -21,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from aioimaplib import aioimaplib
@@ -88,14 +89,15 @@ def _counts(url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def _first_send(log: Path, started: float) -> float:
-    """Seconds from the start to the first "mail sent" log line (the log's
-    timestamps have whole seconds: +-1 s), or NaN."""
-    for line in log.read_text(errors="replace").splitlines():
-        if 'event="mail sent"' in line and line.startswith("ts="):
-            stamp = datetime.strptime(line[3:22], "%Y-%m-%dT%H:%M:%S")
-            return stamp.timestamp() + 0.5 - started
-    return float("nan")
+def _phases(log: Path) -> dict[str, float]:
+    """The daemon's own phase times from its "pass finished" log line:
+    ingest (fetch, parse, commit, confirmation queued, IMAP MOVE), the
+    periodic jobs (SLA pass) and sending the outbox."""
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if 'event="pass finished"' in line:
+            fields = dict(re.findall(r"(\w+)=(\S+)", line))
+            return {k: float(fields[f"{k}_seconds"]) for k in ("ingest", "periodic", "send")}
+    return {"ingest": float("nan"), "periodic": float("nan"), "send": float("nan")}
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class Run:
     n: int
     seconds: float
     cpu_seconds: float
-    ingest_seconds: float  # until the first mail was sent (log timestamps, +-1 s)
+    phases: dict[str, float]  # the daemon's ingest, periodic and send seconds
     counts: dict[str, int]
 
     @property
@@ -121,16 +123,15 @@ def run_once(db: str, mails: Sequence[corpus.Mail], server: Dovecot,
         config = write_config(folder, db_url=url, inbound=servers.imap_inbound(account),
                               outbound={"kind": "maildir", "path": str(folder / "sent")})
         servers.upgrade(config, folder / "upgrade.log")
-        started = time.time()
         result = servers.helpdesk(config, "run", "--once", log=folder / "run.log")
         counts = _counts(url)
-        ingest_s = _first_send(folder / "run.log", started)
+        phases = _phases(folder / "run.log")
     counts["processed"] = int(result.summary.get("processed", 0))
     left = servers.count(account, "INBOX")
     if counts["processed"] != len(mails) or left:
         raise RuntimeError(f"{db}: processed {counts['processed']} of {len(mails)}; "
                            f"{left} left in INBOX")
-    return Run(len(mails), result.seconds, result.cpu_seconds, ingest_s, counts)
+    return Run(len(mails), result.seconds, result.cpu_seconds, phases, counts)
 
 
 def run(n: int = 5000, dbs: Sequence[str] = servers.DB_KINDS, seed: int = 1,
@@ -174,21 +175,26 @@ def run(n: int = 5000, dbs: Sequence[str] = servers.DB_KINDS, seed: int = 1,
                                       "msg/s", extra={"fetch_s": fetch_s, "parse_s": parse_s,
                                                       "n": fetched}))
             r = run_once(db, batch, server, account)
-            split = (f"; ingest phase ~{r.ingest_seconds:.0f} s, then SLA pass and sending "
-                     f"{r.counts['sent']:,} mails ~{r.seconds - r.ingest_seconds:.0f} s")
+            p = r.phases
+            split = (f"; ingest {p['ingest']:.1f} s, SLA pass {p['periodic']:.2f} s, sending "
+                     f"{r.counts['sent']:,} mails {p['send']:.1f} s, start-up and exit "
+                     f"{r.seconds - sum(p.values()):.1f} s")
             print(f"   {db}: run --once {r.seconds:.1f} s for {r.n:,} -> {r.rate:,.1f} msg/s "
                   f"({r.n / r.cpu_seconds:,.1f} msg per CPU-second of the daemon){split}; "
                   f"{r.counts}", flush=True)
             note = f"N={r.n:,}" + ("" if r.n == n else f" (cut from {n:,})")
             extra = {"seconds": r.seconds, "cpu_seconds": r.cpu_seconds,
-                     "ingest_phase_seconds": r.ingest_seconds, "n": r.n, **r.counts,
+                     "phase_seconds": r.phases, "n": r.n, **r.counts,
                      "pilot_rate": pilots[db].rate if db in pilots else None}
             figures.append(Figure("ingest", "end to end (run --once)", db, r.rate, "msg/s",
                                   TARGETS[db], note=note, extra=extra))
-            figures.append(Figure("ingest", "ingest phase only (until first send)", db,
-                                  r.n / r.ingest_seconds, "msg/s",
-                                  note="log timestamps, +-1 s"))
+            moved = r.n / r.phases["ingest"]
+            figures.append(Figure("ingest", "fetched .. committed, queued, MOVEd (ingest phase)",
+                                  db, moved, "msg/s", TARGETS[db],
+                                  note="the daemon's own timing; no start-up, SLA pass, sending"))
             figures.append(Figure("ingest", "end to end / ceiling", db, r.rate / ceil, "ratio",
+                                  ">= 0.5" if db == "sqlite" else ""))
+            figures.append(Figure("ingest", "ingest phase / ceiling", db, moved / ceil, "ratio",
                                   ">= 0.5" if db == "sqlite" else ""))
     show(figures)
     return figures
