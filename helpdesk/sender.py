@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from helpdesk import outbox
 from helpdesk.clock import Clock
@@ -42,7 +42,13 @@ class SendResult:
 
 
 class Transport(Protocol):
-    async def send(self, envelope_from: str, recipients: list[str], raw: bytes) -> SendResult: ...
+    # True when sending the same ``key`` twice delivers it once: the sender
+    # may then record a whole batch's results in one transaction, since a
+    # crash before that commit only makes it deliver the same files again.
+    idempotent: bool
+
+    async def send(self, envelope_from: str, recipients: list[str], raw: bytes,
+                   key: str = "") -> SendResult: ...
 
     async def close(self) -> None: ...
 
@@ -51,21 +57,26 @@ class MaildirTransport:
     """Writes each mail into a local Maildir, so a newcomer can read what
     would have been sent (the embedded default)."""
 
+    idempotent = True  # a key names its file: the same key replaces, never adds
+
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self._seq = 0
         self._ready = False
 
-    async def send(self, envelope_from: str, recipients: list[str], raw: bytes) -> SendResult:
+    async def send(self, envelope_from: str, recipients: list[str], raw: bytes,
+                   key: str = "") -> SendResult:
         # File I/O off the event loop, which serves IMAP IDLE meanwhile.
-        return await asyncio.to_thread(self._deliver, envelope_from, recipients, raw)
+        return await asyncio.to_thread(self._deliver, envelope_from, recipients, raw, key)
 
-    def _deliver(self, envelope_from: str, recipients: list[str], raw: bytes) -> SendResult:
+    def _deliver(self, envelope_from: str, recipients: list[str], raw: bytes,
+                 key: str) -> SendResult:
         if not self._ready:
             ensure_maildir(self.path)
             self._ready = True
         self._seq += 1
-        name = f"{time.time():.6f}.{os.getpid()}_{self._seq}.{socket.gethostname()}"
+        unique = key or f"{time.time():.6f}.{os.getpid()}_{self._seq}"
+        name = f"{unique}.{socket.gethostname()}"
         tmp = self.path / "tmp" / name
         header = f"X-Envelope-From: <{envelope_from}>\nX-Envelope-To: {', '.join(recipients)}\n"
         tmp.write_bytes(header.encode() + raw)
@@ -77,6 +88,8 @@ class MaildirTransport:
 
 
 class SmtpTransport:
+    idempotent = False  # a crash after the server's 250 and before our commit resends
+
     def __init__(self, cfg: OutboundSettings) -> None:
         self.cfg = cfg
         self._client: aiosmtplib.SMTP | None = None
@@ -104,7 +117,8 @@ class SmtpTransport:
         self._client = client
         return client
 
-    async def send(self, envelope_from: str, recipients: list[str], raw: bytes) -> SendResult:
+    async def send(self, envelope_from: str, recipients: list[str], raw: bytes,
+                   key: str = "") -> SendResult:
         try:
             client = await self._connect()
             errors, response = await client.sendmail(envelope_from, recipients, raw)
@@ -200,14 +214,25 @@ class OutboxSender:
 
     async def send_due(self) -> int:
         """One pass: claim what is due, send it, record each result. Returns
-        how many rows were handled."""
+        how many rows were handled.
+
+        Each result is committed right after its send, so a crash repeats at
+        most the mail in flight; an idempotent transport's results are
+        committed together at the end of the batch."""
         now = self.clock.now()
         rows = await asyncio.to_thread(self._claim, now)
+        done: list[tuple[Outbox, SendResult]] = []
         for row in rows:
             result = await self.transport.send(
-                row.envelope_from, [r for r in row.recipients.split("\n") if r], row.raw
+                row.envelope_from, [r for r in row.recipients.split("\n") if r], row.raw,
+                key=f"{row.id:012d}",
             )
-            await asyncio.to_thread(self._record, row, result)
+            done.append((row, result))
+            if not self.transport.idempotent:
+                await asyncio.to_thread(self._record, done)
+                done = []
+        if done:
+            await asyncio.to_thread(self._record, done)
         return len(rows)
 
     def _claim(self, now: datetime) -> list[Outbox]:
@@ -219,26 +244,31 @@ class OutboxSender:
                 self._released = True
             return outbox.claim_due(session, now, self.worker, self.cfg.in_flight, self.lease)
 
-    def _record(self, row: Outbox, result: SendResult) -> None:
+    def _record(self, done: list[tuple[Outbox, SendResult]]) -> None:
         now = self.clock.now()
+        with self.engine.begin() as conn:
+            for row, result in done:
+                self._record_one(conn, row, result, now)
+
+    def _record_one(self, conn: Connection, row: Outbox, result: SendResult,
+                    now: datetime) -> None:
         assert row.id is not None
         fields = {"outbox_id": row.id, "message_id": row.message_id, "purpose": row.purpose,
                   "ticket_id": row.ticket_id}
-        with self.engine.begin() as conn:
-            if result.ok:
-                outbox.mark_sent(conn, row.id, now)
-                log(logger, logging.INFO, "mail sent", **fields)
-                return
-            attempts = row.attempts + 1
-            too_old = now - row.created_at > timedelta(hours=self.cfg.max_age_hours)
-            if result.permanent or attempts >= self.cfg.max_attempts or too_old:
-                outbox.mark_failed(conn, row.id, result.detail)
-                log(logger, logging.ERROR, "mail failed", detail=result.detail, **fields)
-                return
-            at = now + backoff(self.cfg, attempts, self.rng)
-            outbox.mark_retry(conn, row.id, result.detail, at)
-            log(logger, logging.WARNING, "mail deferred", detail=result.detail,
-                retry_at=at.isoformat(), **fields)
+        if result.ok:
+            outbox.mark_sent(conn, row.id, now)
+            log(logger, logging.INFO, "mail sent", **fields)
+            return
+        attempts = row.attempts + 1
+        too_old = now - row.created_at > timedelta(hours=self.cfg.max_age_hours)
+        if result.permanent or attempts >= self.cfg.max_attempts or too_old:
+            outbox.mark_failed(conn, row.id, result.detail)
+            log(logger, logging.ERROR, "mail failed", detail=result.detail, **fields)
+            return
+        at = now + backoff(self.cfg, attempts, self.rng)
+        outbox.mark_retry(conn, row.id, result.detail, at)
+        log(logger, logging.WARNING, "mail deferred", detail=result.detail,
+            retry_at=at.isoformat(), **fields)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
