@@ -77,7 +77,10 @@ def apply_mail(
     inbound_id: int,
     classification: Classification,
     now: datetime,
+    new_text: str | None = None,
 ) -> Applied:
+    """``new_text``: the mail's text without quoted history, when the parse
+    workers worked it out already."""
     if classification.kind is Kind.OWN_LOOP:
         return Applied("own_loop", ignored=True)
     if classification.kind is Kind.BOUNCE:
@@ -91,8 +94,9 @@ def apply_mail(
     resolution = _resolve(app, session, mail, staff, now)
     if classification.kind is Kind.AUTO_REPLY:
         return _auto_reply(app, session, mail, inbound_id, resolution, now)
+    body = extract_new_text(mail.text) if new_text is None else new_text
     result = _dispatch(app, session, mail, inbound_id, classification, resolution, staff,
-                       unverified, now)
+                       unverified, now, body)
     if unverified:
         # Recorded once the ticket is known, so it shows in that ticket's history.
         ticket_row = session.get(Ticket, result.ticket_id) if result.ticket_id else None
@@ -111,6 +115,7 @@ def _dispatch(
     staff: bool,
     unverified: str,
     now: datetime,
+    body: str,
 ) -> Applied:
     trigger, subject = _escalation_trigger(app, mail)
     ticket = (
@@ -122,12 +127,14 @@ def _dispatch(
         # A stranger's escalation escalates nothing on someone else's ticket:
         # it opens their own escalated ticket, linked for staff to see.
         return _new_ticket(app, session, mail, inbound_id, classification, resolution, now,
-                           subject=subject, escalation=trigger, stranger_of=ticket.reference,
+                           body=body, subject=subject, escalation=trigger,
+                           stranger_of=ticket.reference,
                            unverified=unverified)
     if ticket is not None and staff:
-        result = _staff_mail(app, session, mail, inbound_id, ticket, now)
+        result = _staff_mail(app, session, mail, inbound_id, ticket, now, body)
     elif ticket is not None:
         result = _client_reply(app, session, mail, inbound_id, ticket, resolution, now, subject,
+                               body=body,
                                unverified=unverified)
     else:
         # A stranger naming someone else's ticket in an escalation ("[HD-1]
@@ -135,13 +142,13 @@ def _dispatch(
         # onto it (the resolver said "new"); their ticket is linked to it.
         named = resolution.mentions[0] if trigger and resolution.mentions else ""
         return _new_ticket(app, session, mail, inbound_id, classification, resolution, now,
-                           subject=subject, escalation=trigger, stranger_of=named,
+                           body=body, subject=subject, escalation=trigger, stranger_of=named,
                            unverified=unverified)
     if trigger:
         # Staff escalating a ticket themselves is internal: the client did not
         # ask, so is not told "we have received your escalation".
         escalate(app, session, ticket, mail, trigger=trigger, allowed=not staff, staff=staff,
-                 body=extract_new_text(mail.text), now=now, send_client_ack=not staff)
+                 body=body, now=now, send_client_ack=not staff)
     return result
 
 
@@ -270,6 +277,7 @@ def _new_ticket(
     resolution: Resolution,
     now: datetime,
     *,
+    body: str,
     subject: str,
     escalation: str = "",
     stranger_of: str = "",
@@ -291,7 +299,6 @@ def _new_ticket(
         mentions=tuple(dict.fromkeys([*resolution.mentions, *filter(None, [stranger_of])])),
         linked_to=resolution.linked_to or stranger_of,
     )
-    body = extract_new_text(mail.text)
     tickets.add_message(session, ticket, direction="inbound", kind="client", now=now, body=body,
                         mail=mail, inbound_mail_id=inbound_id, subject=subject)
     cfg = app.settings.outbound
@@ -341,9 +348,9 @@ def _client_reply(
     now: datetime,
     subject: str,
     *,
+    body: str,
     unverified: str = "",
 ) -> Applied:
-    body = extract_new_text(mail.text)
     tickets.add_message(session, ticket, direction="inbound", kind="client", now=now, body=body,
                         mail=mail, inbound_mail_id=inbound_id, subject=subject)
     tickets.add_participants(app, session, ticket, [*mail.cc, *mail.to], "cc")
@@ -370,9 +377,9 @@ def _staff_mail(
     inbound_id: int,
     ticket: Ticket,
     now: datetime,
+    new_text: str,
 ) -> Applied:
     h = app.settings.helpdesk
-    new_text = extract_new_text(mail.text)
     parsed = staff_commands.parse_commands(new_text)
     actor = mail.sender_addr
     if parsed.errors:

@@ -28,6 +28,7 @@ from helpdesk.ingest.classify import Classification, Kind, classify
 from helpdesk.ingest.inbound import InboundEmail
 from helpdesk.ingest.parallel import ParsePool
 from helpdesk.ingest.parse import parse_email
+from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
 from helpdesk.models import InboundMail, Quarantine
@@ -77,6 +78,7 @@ class Parsed:
     fetched: Fetched
     mail: InboundEmail | None
     error: str = ""
+    new_text: str | None = None  # the text without quoted history, when known
 
 
 def dedup_key(message_id: str, sha256: str) -> str:
@@ -86,21 +88,25 @@ def dedup_key(message_id: str, sha256: str) -> str:
 
 
 def parse_fetched(item: Fetched) -> Parsed:
-    mail, error = parse_result(item)
-    return Parsed(item, mail, error)
+    return Parsed(item, *parse_result(item))
 
 
-def parse_result(item: Fetched) -> tuple[InboundEmail | None, str]:
-    """The parsed mail, or why there is none. Runs in parse workers too, so
-    it returns no copy of the raw bytes."""
+def parse_result(item: Fetched) -> tuple[InboundEmail | None, str, str | None]:
+    """The parsed mail or why there is none, and its new text (the reply
+    without quoted history). Runs in parse workers too: all pure work that
+    needs nothing but the mail, and no copy of the raw bytes back."""
     if item.too_large:
-        return None, "too_large"
+        return None, "too_large", None
     try:
-        return parse_email(item.raw), ""
+        mail = parse_email(item.raw)
     except BadMessageError as exc:
-        return None, f"unparseable: {exc.reason}"
+        return None, f"unparseable: {exc.reason}", None
     except Exception as exc:  # our own bug must not stop the batch either
-        return None, f"parser crashed: {type(exc).__name__}: {exc}"
+        return None, f"parser crashed: {type(exc).__name__}: {exc}", None
+    try:
+        return mail, "", extract_new_text(mail.text)
+    except Exception:
+        return mail, "", None  # worked out again when applied, where a failure quarantines
 
 
 class Pipeline:
@@ -158,7 +164,8 @@ class Pipeline:
         try:
             try:
                 with session.begin_nested():
-                    result = self._apply(session, mail, inbound_id, item.raw, now)
+                    result = self._apply(session, mail, inbound_id, item.raw, now,
+                                         parsed.new_text)
             except BaseException:
                 # The savepoint took back this mail's rows, among them a
                 # ticket the session holds as written (helpdesk.rows); drop
@@ -198,7 +205,7 @@ class Pipeline:
         return None if row is None else (int(row[0]), str(row[1]))
 
     def _apply(self, session: Session, mail: InboundEmail, inbound_id: int, raw: bytes,
-               now: datetime) -> apply.Applied:
+               now: datetime, new_text: str | None = None) -> apply.Applied:
         app = self.app
         h = app.settings.helpdesk
         classification = classify(
@@ -217,7 +224,7 @@ class Pipeline:
             classification = Classification(Kind.OWN_LOOP, None, "own-message-id")
         if classification.kind is Kind.TOO_LARGE:
             raise BadMessageError("too_large")
-        return apply.apply_mail(app, session, mail, inbound_id, classification, now)
+        return apply.apply_mail(app, session, mail, inbound_id, classification, now, new_text)
 
     def _quarantine(self, session: Session, item: Fetched, inbound_id: int, message_id: str,
                     reason: str, detail: str, now: datetime) -> Outcome:

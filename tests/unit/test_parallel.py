@@ -28,7 +28,7 @@ def test_workers_return_the_in_process_results_in_batch_order() -> None:
     finally:
         pool.close()
     assert got == [parse_result(item) for item in items]
-    assert got[5] == (None, "too_large")
+    assert got[5] == (None, "too_large", None)
     assert got[9][0] is None and got[9][1].startswith("unparseable")
     # With a worker up, all but the first message, the large one and the
     # cut one were parsed there.
