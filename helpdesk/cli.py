@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from helpdesk import db, logs, outbox
 from helpdesk.app import App
 from helpdesk.clock import Clock, OffsetClock, SystemClock
 from helpdesk.errors import ConfigError, HelpdeskError, SchemaOutdatedError
-from helpdesk.models import Event, InboundMail, Message, Outbox, Quarantine, Ticket
+from helpdesk.models import Event, InboundMail, InboundRaw, Message, Outbox, Quarantine, Ticket
 from helpdesk.settings import Settings, load_settings, mask_url, masked, resolve_config_path
 from helpdesk.sla import report_cli
 
@@ -200,8 +201,13 @@ def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
                 raise HelpdeskError(f"no quarantined message {args.id}")
             m = session.get(InboundMail, q.inbound_mail_id)
             assert m is not None
-            data = _quarantine_json(q, m) | {"detail": q.detail,
-                                             "raw": m.raw.decode("utf-8", "replace")[:20000]}
+            # Only the start is shown: 20,000 characters are at most 80,000
+            # bytes of UTF-8, and the database cuts them from a message of
+            # any size.
+            start = session.exec(select(func.substr(InboundRaw.raw, 1, 80_000))
+                                 .where(InboundRaw.inbound_mail_id == m.id)).one()
+            data = _quarantine_json(q, m) | {
+                "detail": q.detail, "raw": bytes(start).decode("utf-8", "replace")[:20000]}
             print(json.dumps(data, indent=2))
             return EX_OK
     if args.id is None and not args.all:

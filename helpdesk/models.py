@@ -10,7 +10,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -56,7 +65,8 @@ class Counter(SQLModel, table=True):
 
 
 class InboundMail(SQLModel, table=True):
-    """Every fetched message, raw bytes first: the idempotency record."""
+    """Every fetched message: the idempotency record. Its bytes are stored
+    first too, in the same transaction, but apart (``InboundRaw``)."""
 
     __tablename__ = "inbound_mail"
     __table_args__ = (
@@ -71,12 +81,27 @@ class InboundMail(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     dedup_key: str = Field(max_length=128)
     size: int = 0
-    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     received_at: datetime = _ts(nullable=False)
     status: str = Field(default="pending", max_length=16, index=True)
     outcome: str = Field(default="", max_length=32)
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
     error: str = _text()
+
+
+class InboundRaw(SQLModel, table=True):
+    """The raw bytes of an ``inbound_mail`` row, kept for quarantine and replay.
+
+    A table of their own, so the status written after the apply rewrites a
+    small row, not the whole message (SQLite rewrites a row to change one
+    column). On SQLite the key is the rowid, which large bytes are streamed
+    into (``helpdesk.rows.write_blob``); the bytes are the last column, so
+    reading the key never walks their overflow pages.
+    """
+
+    __tablename__ = "inbound_raw"
+    inbound_mail_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("inbound_mail.id"), primary_key=True, autoincrement=False))
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class Ticket(SQLModel, table=True):

@@ -31,15 +31,14 @@ from helpdesk.ingest.parse import parse_email
 from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
-from helpdesk.models import InboundMail, Quarantine
-from helpdesk.rows import connection, insert_returning_id
+from helpdesk.models import InboundMail, InboundRaw, Quarantine
+from helpdesk.rows import connection, insert_returning_id, insert_streamed
 from helpdesk.threading.tokens import parse_message_id
 
 logger = logging.getLogger(__name__)
 
 # Statements run once or twice per message, built once (building a
-# statement costs more than SQLite takes to run it). Only the status and id
-# are read: never the stored raw bytes.
+# statement costs more than SQLite takes to run it).
 _INBOUND: Table = InboundMail.__table__  # type: ignore[attr-defined]
 _FOUND = select(_INBOUND.c.id, _INBOUND.c.status).limit(1)
 _BY_KEY = _FOUND.where(_INBOUND.c.dedup_key == bindparam("key"))
@@ -152,12 +151,13 @@ class Pipeline:
             "sha256": sha,
             "dedup_key": key,
             "size": len(item.raw),
-            "raw": item.raw,
             "status": "pending",
             "outcome": "",
             "error": "",
             "received_at": now,
         })
+        insert_streamed(session, InboundRaw, {"inbound_mail_id": inbound_id, "raw": item.raw},
+                        "raw")
         if mail is None:
             return self._quarantine(session, item, inbound_id, message_id,
                                     parsed.error.split(":")[0], parsed.error, now)
@@ -268,7 +268,8 @@ def _replay_one(app: App, quarantine_id: int) -> dict[str, object]:
     with session_scope(app.engine) as session:
         held = session.get(Quarantine, quarantine_id)
         inbound = session.get(InboundMail, held.inbound_mail_id) if held else None
-        if held is None or inbound is None:
+        stored = session.get(InboundRaw, held.inbound_mail_id) if held else None
+        if held is None or inbound is None or stored is None:
             return {"id": quarantine_id, "status": "missing"}
         if held.status != "held":
             return {"id": quarantine_id, "status": held.status}
@@ -276,7 +277,8 @@ def _replay_one(app: App, quarantine_id: int) -> dict[str, object]:
             return {"id": quarantine_id, "status": "held",
                     "detail": "only the headers were kept; raise max_message_size and move "
                               "the message from the quarantine mailbox back to the inbox"}
-        parsed = parse_fetched(Fetched(inbound.source, "replay", inbound.raw))
+        raw = stored.raw
+        parsed = parse_fetched(Fetched(inbound.source, "replay", raw))
         if parsed.mail is None:
             held.detail = parsed.error
             session.add(held)
@@ -284,7 +286,7 @@ def _replay_one(app: App, quarantine_id: int) -> dict[str, object]:
         try:
             with session.begin_nested():
                 assert inbound.id is not None
-                result = pipeline._apply(session, parsed.mail, inbound.id, inbound.raw, now)
+                result = pipeline._apply(session, parsed.mail, inbound.id, raw, now)
         except Exception as exc:
             held.detail = f"replay failed: {type(exc).__name__}: {exc}"[:4000]
             session.add(held)

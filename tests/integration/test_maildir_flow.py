@@ -113,7 +113,7 @@ def test_outdated_schema_is_refused_with_the_fix(pg_url: str, tmp_path: Path) ->
     code, _, err = cli(config, "tickets", "list")
     assert code == 78 and "helpdesk db upgrade" in err
     code, out, _ = cli(config, "db", "upgrade")
-    assert code == 0 and '"current": "0001"' in out
+    assert code == 0 and '"current": "0002"' in out
     assert cli(config, "tickets", "list")[0] == 0
 
 
