@@ -27,7 +27,13 @@ from helpdesk.models import (
     ThreadId,
     Ticket,
 )
-from helpdesk.rows import insert_missing, insert_returning_id, insert_rows, upsert
+from helpdesk.rows import (
+    insert_missing,
+    insert_returning_id,
+    insert_rows,
+    insert_streamed,
+    upsert,
+)
 from helpdesk.sla.deadlines import Status as SlaStatus
 from helpdesk.sla.deadlines import StatusChange, Target, TicketClock, compute_sla
 from helpdesk.sla.notices import NoticeKey, NoticeKind, next_wakeup
@@ -255,8 +261,8 @@ def store_attachments(session: Session, message_id: int, items: Iterable[Attachm
     """Content-addressed: the bytes go to ``blob`` once per hash, and the
     sender's filename stays a column value, never a path."""
     for item in items:
-        insert_missing(session, Blob, [{"sha256": item.sha256, "size": item.size,
-                                        "data": item.payload}], key=["sha256"])
+        insert_streamed(session, Blob, {"sha256": item.sha256, "size": item.size,
+                                        "data": item.payload}, "data", key=["sha256"])
         insert_rows(session, AttachmentRow, [{
             "message_id": message_id,
             "sha256": item.sha256,
