@@ -23,7 +23,7 @@ from helpdesk.errors import SystemUnwellError
 from helpdesk.ingest.imap import ImapSource
 from helpdesk.ingest.maildir import MaildirSource
 from helpdesk.ingest.pipeline import Outcome, Pipeline
-from helpdesk.ingest.source import Acknowledgement, Source
+from helpdesk.ingest.source import Acknowledgement, Fetched, Source
 from helpdesk.logs import log
 from helpdesk.sender import OutboxSender
 from helpdesk.settings import InboundSettings
@@ -62,11 +62,19 @@ class Ingester:
         """Process everything waiting now; returns the outcomes."""
         results: list[Outcome] = []
         await self._ensure_open()
-        while stop is None or not stop.is_set():
-            batch = await self.source.fetch(self.cfg.batch_size)
-            if not batch:
-                break
-            outcomes = await asyncio.to_thread(self.pipeline.process, batch)
+        batch = await self.source.fetch(self.cfg.batch_size)
+        while batch and (stop is None or not stop.is_set()):
+            processing = asyncio.ensure_future(asyncio.to_thread(self.pipeline.process, batch))
+            ahead: list[Fetched] = []
+            try:
+                if len(batch) >= self.cfg.batch_size and (stop is None or not stop.is_set()):
+                    # The next batch is fetched while this one is stored, so
+                    # the IMAP round trips overlap the database work. It is
+                    # only read (BODY.PEEK): if this batch fails, it waits.
+                    ahead = await self.source.fetch(
+                        self.cfg.batch_size, frozenset(f.handle for f in batch))
+            finally:
+                outcomes = await processing
             await self.source.acknowledge(Acknowledgement(
                 processed=tuple(o.fetched for o in outcomes if not o.to_quarantine),
                 quarantined=tuple(o.fetched for o in outcomes if o.to_quarantine),
@@ -76,8 +84,7 @@ class Ingester:
             results.extend(o.without_raw() for o in outcomes)
             if self.on_batch is not None:
                 self.on_batch()
-            if len(batch) < self.cfg.batch_size:
-                break
+            batch = ahead
         return results
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -243,9 +243,9 @@ class ImapSource:
                 uids.extend(int(tok) for tok in bytes(line).split() if tok.isdigit())
         return sorted(set(uids))
 
-    async def fetch(self, limit: int) -> list[Fetched]:
+    async def fetch(self, limit: int, skip: frozenset[str] = frozenset()) -> list[Fetched]:
         try:
-            uids = (await self.waiting_uids())[:limit]
+            uids = [u for u in await self.waiting_uids() if str(u) not in skip][:limit]
             if not uids:
                 return []
             sizes = await self._sizes(uids)

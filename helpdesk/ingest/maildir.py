@@ -36,8 +36,8 @@ class MaildirSource:
     async def close(self) -> None:
         return None
 
-    async def fetch(self, limit: int) -> list[Fetched]:
-        return await asyncio.to_thread(self._fetch, limit)
+    async def fetch(self, limit: int, skip: frozenset[str] = frozenset()) -> list[Fetched]:
+        return await asyncio.to_thread(self._fetch, limit, skip)
 
     def _waiting(self) -> list[Path]:
         files: list[Path] = []
@@ -47,9 +47,10 @@ class MaildirSource:
         # Maildir names start with the delivery time, so this is arrival order.
         return sorted(files, key=lambda p: p.name)
 
-    def _fetch(self, limit: int) -> list[Fetched]:
+    def _fetch(self, limit: int, skip: frozenset[str]) -> list[Fetched]:
         out: list[Fetched] = []
-        for path in self._waiting()[:limit]:
+        waiting = [p for p in self._waiting() if str(p.relative_to(self.path)) not in skip]
+        for path in waiting[:limit]:
             try:
                 size = path.stat().st_size
                 with open(path, "rb") as fh:

@@ -35,8 +35,10 @@ class Source(Protocol):
 
     async def close(self) -> None: ...
 
-    async def fetch(self, limit: int) -> list[Fetched]:
-        """Up to ``limit`` messages waiting to be processed (not yet acknowledged)."""
+    async def fetch(self, limit: int, skip: frozenset[str] = frozenset()) -> list[Fetched]:
+        """Up to ``limit`` messages waiting to be processed (not yet
+        acknowledged), leaving out the handles in ``skip`` (a batch still in
+        hand, fetched again only if it is never acknowledged)."""
         ...
 
     async def acknowledge(self, ack: Acknowledgement) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import mailbox
 from email.policy import default
 from pathlib import Path
 
+from helpdesk.ingest.maildir import MaildirSource
 from tests.support.config import cli, cli_json, write_config
 from tests.support.mail import make_mail
 
@@ -180,3 +182,22 @@ def test_a_mail_failing_after_its_ticket_was_made_fails_alone(tmp_path: Path) ->
     assert sorted(s for _, s in made) == ["first fine", "second fine", "third fine"]
     confirmations = [m for m in _sent(tmp_path) if "Your reference is" in m.get_content()]
     assert len(confirmations) == 3
+
+
+def test_batches_fetched_ahead_are_each_processed_once(tmp_path: Path) -> None:
+    """The next batch is read while one is stored; with batches of 3, ten
+    mails make four batches and every mail one ticket, none twice."""
+    config = write_config(tmp_path, inbound={"kind": "maildir", "path": str(tmp_path / "mail"),
+                                             "batch_size": 3})
+    _deliver(tmp_path, *(make_mail(subject=f"request {i}", message_id=f"<b{i}@client.test>")
+                         for i in range(10)))
+    source = MaildirSource(str(tmp_path / "mail"), 1 << 20)
+    first = asyncio.run(source.fetch(3))
+    ahead = asyncio.run(source.fetch(3, frozenset(f.handle for f in first)))
+    assert len(first) == len(ahead) == 3
+    assert not {f.handle for f in first} & {f.handle for f in ahead}
+    code, out, _ = cli(config, "run", "--once")
+    assert code == 0 and '"processed": 10' in out
+    subjects = sorted(t["subject"] for t in cli_json(config, "tickets", "list"))
+    assert subjects == sorted(f"request {i}" for i in range(10))
+    assert not list((tmp_path / "mail" / "new").iterdir())
