@@ -10,11 +10,12 @@ lease runs out. Several daemons on one PostgreSQL database claim rows with
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Table, bindparam, case, func, update
 from sqlalchemy import select as core_select
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
 from helpdesk.compose import Outgoing
@@ -29,6 +30,17 @@ logger = logging.getLogger(__name__)
 # plain connection keep that cheap.
 _TABLE: Table = Outbox.__table__  # type: ignore[attr-defined]
 _UNDELIVERABLE: Table = Undeliverable.__table__  # type: ignore[attr-defined]
+_SENT = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("row_id"))
+    .values(status="sent", sent_at=bindparam("at"), locked_at=None, last_error="",
+            attempts=_TABLE.c.attempts + 1)
+)
+_CLAIM = (
+    update(_TABLE)
+    .where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
+    .values(status="sending", locked_by=bindparam("worker"), locked_at=bindparam("at"))
+)
 # Asked for every confirmation: built once (see helpdesk.rows).
 _BLOCKED = core_select(_UNDELIVERABLE.c.until, _UNDELIVERABLE.c.reason).where(
     _UNDELIVERABLE.c.addr == bindparam("rcpt"))
@@ -124,11 +136,14 @@ def claim_due(
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     rows = list(session.exec(query))
+    if rows:
+        connection(session).execute(_CLAIM, {"ids": [r.id for r in rows], "worker": worker,
+                                             "at": now})
     for row in rows:
-        row.status = "sending"
-        row.locked_by = worker
-        row.locked_at = now
-        session.add(row)
+        # Written by the UPDATE above: the objects say so without being dirty.
+        set_committed_value(row, "status", "sending")
+        set_committed_value(row, "locked_by", worker)
+        set_committed_value(row, "locked_at", now)
     return rows
 
 
@@ -154,13 +169,10 @@ def release_dead_workers(session: Session, host: str, is_alive: Callable[[int], 
     return released
 
 
-def mark_sent(conn: Connection, row_id: int, now: datetime) -> None:
-    conn.execute(
-        update(_TABLE)
-        .where(_TABLE.c.id == row_id)
-        .values(status="sent", sent_at=now, locked_at=None, last_error="",
-                attempts=_TABLE.c.attempts + 1)
-    )
+def mark_sent(conn: Connection, row_ids: Sequence[int], now: datetime) -> None:
+    """Record delivery of ``row_ids`` (one executemany)."""
+    if row_ids:
+        conn.execute(_SENT, [{"row_id": i, "at": now} for i in row_ids])
 
 
 def mark_failed(conn: Connection, row_id: int, error: str) -> None:

@@ -160,6 +160,11 @@ class SmtpTransport:
                 client.close()
 
 
+def _fields(row: Outbox) -> dict[str, object]:
+    return {"outbox_id": row.id, "message_id": row.message_id, "purpose": row.purpose,
+            "ticket_id": row.ticket_id}
+
+
 def _discard(client: aiosmtplib.SMTP) -> None:
     """Drop a connection we gave up on; abort() so a TLS transport does not
     linger waiting for a close_notify exchange nobody will complete."""
@@ -247,28 +252,27 @@ class OutboxSender:
     def _record(self, done: list[tuple[Outbox, SendResult]]) -> None:
         now = self.clock.now()
         with self.engine.begin() as conn:
+            sent = [row for row, result in done if result.ok]
+            outbox.mark_sent(conn, [row.id for row in sent if row.id is not None], now)
+            for row in sent:
+                log(logger, logging.INFO, "mail sent", **_fields(row))
             for row, result in done:
-                self._record_one(conn, row, result, now)
+                if not result.ok:
+                    self._record_failure(conn, row, result, now)
 
-    def _record_one(self, conn: Connection, row: Outbox, result: SendResult,
-                    now: datetime) -> None:
+    def _record_failure(self, conn: Connection, row: Outbox, result: SendResult,
+                        now: datetime) -> None:
         assert row.id is not None
-        fields = {"outbox_id": row.id, "message_id": row.message_id, "purpose": row.purpose,
-                  "ticket_id": row.ticket_id}
-        if result.ok:
-            outbox.mark_sent(conn, row.id, now)
-            log(logger, logging.INFO, "mail sent", **fields)
-            return
         attempts = row.attempts + 1
         too_old = now - row.created_at > timedelta(hours=self.cfg.max_age_hours)
         if result.permanent or attempts >= self.cfg.max_attempts or too_old:
             outbox.mark_failed(conn, row.id, result.detail)
-            log(logger, logging.ERROR, "mail failed", detail=result.detail, **fields)
+            log(logger, logging.ERROR, "mail failed", detail=result.detail, **_fields(row))
             return
         at = now + backoff(self.cfg, attempts, self.rng)
         outbox.mark_retry(conn, row.id, result.detail, at)
         log(logger, logging.WARNING, "mail deferred", detail=result.detail,
-            retry_at=at.isoformat(), **fields)
+            retry_at=at.isoformat(), **_fields(row))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
