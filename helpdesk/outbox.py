@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Table, bindparam, case, func, update
 from sqlalchemy import select as core_select
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from helpdesk.compose import Outgoing
 from helpdesk.logs import log
@@ -124,18 +124,25 @@ def claim_due(
 ) -> list[Outbox]:
     """Mark up to ``limit`` due rows ``sending`` for ``worker`` and return them."""
     stale = now - lease
+    # Ids first, the rows after: ordering whole rows made the database sort
+    # every due row with its message bytes to keep ``limit`` of them, so a
+    # long queue cost more with every claim.
     query = (
-        select(Outbox)
+        core_select(_TABLE.c.id)
         .where(
-            ((Outbox.status == "queued") & (Outbox.next_attempt_at <= now))
-            | ((Outbox.status == "sending") & (Outbox.locked_at < stale))  # type: ignore[operator]
+            ((_TABLE.c.status == "queued") & (_TABLE.c.next_attempt_at <= now))
+            | ((_TABLE.c.status == "sending") & (_TABLE.c.locked_at < stale))
         )
-        .order_by(Outbox.next_attempt_at, Outbox.id)  # type: ignore[arg-type]
+        .order_by(_TABLE.c.next_attempt_at, _TABLE.c.id)
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    rows = list(session.exec(query))
+    ids = [int(i) for i in connection(session).execute(query).scalars()]
+    rows = list(session.exec(
+        select(Outbox).where(col(Outbox.id).in_(ids)).order_by(col(Outbox.id))
+    )) if ids else []
+    rows.sort(key=lambda r: ids.index(r.id or 0))
     if rows:
         connection(session).execute(_CLAIM, {"ids": [r.id for r in rows], "worker": worker,
                                              "at": now})
