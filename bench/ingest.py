@@ -10,7 +10,7 @@ ingest phase (fetched, parsed, committed, confirmation queued, IMAP-moved:
 the issue's list), the SLA pass and sending.
 
 With a time budget, a pilot run measures the
-rate first (200 messages per database) and N is cut to what fits; the cut
+rate first (500 messages per database) and N is cut to what fits; the cut
 is printed and recorded.
 
 The ceiling is the same mailbox read by a bare aioimaplib UID FETCH in
@@ -135,7 +135,7 @@ def run_once(db: str, mails: Sequence[corpus.Mail], server: Dovecot,
 
 
 def run(n: int = 5000, dbs: Sequence[str] = servers.DB_KINDS, seed: int = 1,
-        budget: float | None = None, pilot: int = 200) -> list[Figure]:
+        budget: float | None = None, pilot: int = 500) -> list[Figure]:
     """With ``budget`` (seconds per database), a pilot run of ``pilot``
     messages estimates the rate, and N is cut to what fits the budget."""
     print(f"\n== ingest: up to {n:,} messages, run --once, databases {', '.join(dbs)}"

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--full", action="store_true",
                    help="5,000 ingest and 10,000 memory messages, no budgets (slow today)")
     p.add_argument("-n", "--messages", type=int, default=5000, help="ingest messages (max)")
-    p.add_argument("--ingest-budget", type=float, default=30.0,
+    p.add_argument("--ingest-budget", type=float, default=45.0,
                    help="seconds per database for the timed ingest run")
     p.add_argument("--memory-budget", type=float, default=35.0,
                    help="seconds for the memory-flatness run")
