@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -30,6 +33,7 @@ MAX_SIZE = 1024 * 1024  # larger messages are parsed in-process
 CHUNK = 16  # messages per job: one result per message would need the
 # pool's thread here, which waits for the GIL while we store, so workers idle
 AHEAD = 3 * CHUNK  # messages handed to workers beyond the one in hand
+PARENT_CHECK = 1.0  # seconds between a worker's looks at whether the daemon is alive
 T = TypeVar("T")
 
 
@@ -62,7 +66,8 @@ class ParsePool(Generic[T]):
             # spawn, not fork: the daemon has threads (asyncio's workers, the
             # database pool), and forking a threaded process can deadlock.
             self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent, initargs=(os.getpid(),),
             )
             self._warm = self._executor.submit(_warm_up, self.parse)
         return self._warm
@@ -127,6 +132,19 @@ class ParsePool(Generic[T]):
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
             self._warm = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker leaves when the daemon is gone. After a kill -9 nothing
+    tells it: it holds both ends of its work queue, so it would wait for
+    work forever, and every crash would leave one more behind."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _warm_up(parse: Callable[[Fetched], object]) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from bench import corpus
 from helpdesk.ingest import parallel
@@ -76,3 +80,45 @@ def test_a_dead_worker_loses_nothing() -> None:
     finally:
         pool.close()
         del os.environ["HELPDESK_TEST_PARENT"]
+
+
+_HOLDER = """
+import os, sys, time
+from helpdesk.ingest.parallel import ParsePool
+from helpdesk.ingest.pipeline import parse_result
+if __name__ == "__main__":
+    pool = ParsePool(parse_result, 1)
+    pool.start().result(timeout=60)
+    print(pool._executor.submit(os.getpid).result(timeout=60), flush=True)
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_worker_leaves_when_the_daemon_is_killed(tmp_path: Path) -> None:
+    """kill -9 tells a worker nothing; it must notice and go, or every
+    crash of the daemon would leave an idle process behind."""
+    script = tmp_path / "holder.py"
+    script.write_text(_HOLDER)
+    holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                              cwd=Path(__file__).parents[2])
+    try:
+        assert holder.stdout is not None
+        worker = int(holder.stdout.readline())
+        assert _alive(worker)
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    deadline = time.monotonic() + 10 * parallel.PARENT_CHECK + 5
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)
