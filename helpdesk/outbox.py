@@ -73,6 +73,27 @@ def suppression_reason(
     return None
 
 
+def row(outgoing: Outgoing, now: datetime, ticket_id: int | None, status: str = "queued",
+        error: str = "") -> dict[str, object]:
+    """The outbox row for ``outgoing``, due now."""
+    return {
+        "ticket_id": ticket_id,
+        "purpose": outgoing.purpose,
+        "automatic": outgoing.automatic,
+        "rcpt": outgoing.rcpt,
+        "envelope_from": outgoing.envelope_from,
+        "recipients": "\n".join(outgoing.recipients),
+        "message_id": outgoing.message_id,
+        "raw": outgoing.raw,
+        "status": status,
+        "attempts": 0,
+        "locked_by": "",
+        "last_error": error,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
 def enqueue(
     session: Session,
     cfg: OutboundSettings,
@@ -95,22 +116,7 @@ def enqueue(
             status, error = "suppressed", reason
             log(logger, logging.INFO, "automatic mail suppressed", rcpt=outgoing.rcpt,
                 purpose=outgoing.purpose, reason=reason, message_id=outgoing.message_id)
-    row_id = insert_returning_id(session, Outbox, {
-        "ticket_id": ticket_id,
-        "purpose": outgoing.purpose,
-        "automatic": outgoing.automatic,
-        "rcpt": outgoing.rcpt,
-        "envelope_from": outgoing.envelope_from,
-        "recipients": "\n".join(outgoing.recipients),
-        "message_id": outgoing.message_id,
-        "raw": outgoing.raw,
-        "status": status,
-        "attempts": 0,
-        "locked_by": "",
-        "last_error": error,
-        "next_attempt_at": now,
-        "created_at": now,
-    })
+    row_id = insert_returning_id(session, Outbox, row(outgoing, now, ticket_id, status, error))
     if ticket_id is not None and outgoing.message_id:
         # Staff answering a notification thread by its Message-ID too.
         from helpdesk.tickets import remember_ids

@@ -96,6 +96,19 @@ def insert_missing(
         connection(session).execute(stmt, list(rows))
 
 
+def insert_new(
+    session: Session, model: type[SQLModel], rows: Sequence[Row], key: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """As :func:`insert_missing`, and return the ``key`` of each row this call
+    inserted (RETURNING): with two writers racing, each key goes to one."""
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    stmt = _on_conflict(model, dialect, tuple(key), ()).returning(
+        *(_table(model).c[name] for name in key))
+    return [tuple(r) for r in connection(session).execute(stmt, list(rows))]
+
+
 def upsert(
     session: Session, model: type[SQLModel], row: Row, key: Sequence[str],
     update: Sequence[str],

@@ -7,7 +7,7 @@ functions only write them down: rows, events, SLA deadlines.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from sqlalchemy import text
@@ -166,13 +166,20 @@ def add_event(
     /,
     **detail: object,
 ) -> None:
-    insert_rows(session, Event, [{
-        "ticket_id": ticket.id if ticket else None,
+    insert_rows(session, Event, [event_row(ticket.id if ticket else None, kind, actor, now,
+                                           detail)])
+
+
+def event_row(ticket_id: int | None, kind: str, actor: str, now: datetime,
+              detail: Mapping[str, object]) -> dict[str, object]:
+    """One line of a ticket's history, as a row."""
+    return {
+        "ticket_id": ticket_id,
         "kind": kind,
         "actor": actor[:320],
-        "detail": json.dumps(detail, default=str, ensure_ascii=False),
+        "detail": json.dumps(dict(detail), default=str, ensure_ascii=False),
         "created_at": now,
-    }])
+    }
 
 
 def add_message(

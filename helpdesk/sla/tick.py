@@ -24,13 +24,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col, select
 
 from helpdesk import notify, outbox, tickets
@@ -43,7 +39,7 @@ from helpdesk.ingest.inbound import Address, InboundEmail
 from helpdesk.logs import log
 from helpdesk.models import Event, Outbox, ThreadId, Ticket
 from helpdesk.models import Notice as NoticeRow
-from helpdesk.rows import insert_rows
+from helpdesk.rows import insert_new, insert_rows
 from helpdesk.sla.deadlines import SlaState, Target, TicketClock, compute_sla
 from helpdesk.sla.notices import (
     Notice,
@@ -380,35 +376,15 @@ def claim(session: Session, rows: Sequence[Mapping[str, Any]]) -> set[NoticeId]:
     database (ON CONFLICT DO NOTHING): no savepoint per notice, and on
     PostgreSQL a racing daemon's insert waits for ours to commit or roll
     back, so exactly one of them wins each key."""
-    if not rows:
-        return set()
-    dialect = session.get_bind().dialect.name
-    result = session.connection().execute(_claim_statement(dialect), list(rows))
-    return {(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in result}
-
-
-@cache
-def _claim_statement(dialect: str) -> Insert:
-    # Built once per dialect, so SQLAlchemy's compiled cache is hit.
-    table = NoticeRow.__table__  # type: ignore[attr-defined]
-    assert isinstance(table, Table)
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    return stmt.on_conflict_do_nothing().returning(
-        table.c.ticket_id, table.c.target, table.c.kind, table.c.cycle)
+    won = insert_new(session, NoticeRow, rows, key=("ticket_id", "target", "kind", "cycle"))
+    return {(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in won}
 
 
 def queue(session: Session, mails: Sequence[tuple[Outgoing, int]], now: datetime) -> None:
     """The outbox rows ``outbox.enqueue`` writes for mail without a rate
     limit (``rate_limited=False``: staff notices), many in one statement,
     with the thread ids that let staff answer them."""
-    insert_rows(session, Outbox, [
-        {"ticket_id": ticket_id, "purpose": mail.purpose, "automatic": mail.automatic,
-         "rcpt": mail.rcpt, "envelope_from": mail.envelope_from,
-         "recipients": "\n".join(mail.recipients), "message_id": mail.message_id,
-         "raw": mail.raw, "status": "queued", "attempts": 0, "locked_by": "",
-         "last_error": "", "next_attempt_at": now, "created_at": now}
-        for mail, ticket_id in mails
-    ])
+    insert_rows(session, Outbox, [outbox.row(mail, now, ticket_id) for mail, ticket_id in mails])
     # Our own fresh Message-IDs (random part, HMAC tag): never stored before.
     insert_rows(session, ThreadId, [
         {"message_id": mail.message_id, "ticket_id": ticket_id}
@@ -417,11 +393,9 @@ def queue(session: Session, mails: Sequence[tuple[Outgoing, int]], now: datetime
 
 
 def event_row(ticket_id: int, kind: str, now: datetime,
-              detail: Mapping[str, object]) -> dict[str, Any]:
-    """An ``event`` row as ``tickets.add_event`` writes it, by the helpdesk."""
-    return {"ticket_id": ticket_id, "kind": kind, "actor": ACTOR,
-            "detail": json.dumps(dict(detail), default=str, ensure_ascii=False),
-            "created_at": now}
+              detail: Mapping[str, object]) -> dict[str, object]:
+    """An ``event`` row by the helpdesk itself."""
+    return tickets.event_row(ticket_id, kind, ACTOR, now, detail)
 
 
 def next_due(app: App) -> datetime | None:
