@@ -145,10 +145,8 @@ def claim_due(
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     ids = [int(i) for i in connection(session).execute(query).scalars()]
-    rows = list(session.exec(
-        select(Outbox).where(col(Outbox.id).in_(ids)).order_by(col(Outbox.id))
-    )) if ids else []
-    rows.sort(key=lambda r: ids.index(r.id or 0))
+    found = {r.id: r for r in session.exec(select(Outbox).where(col(Outbox.id).in_(ids)))}
+    rows = [found[i] for i in ids]  # in due order
     if rows:
         connection(session).execute(_CLAIM, {"ids": [r.id for r in rows], "worker": worker,
                                              "at": now})
