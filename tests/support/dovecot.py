@@ -48,9 +48,9 @@ import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Self
 
+from tests.support.lifecycle import Managed
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.tls import TlsFiles
 
@@ -106,7 +106,7 @@ def _stop_leftovers() -> None:
         server.stop()
 
 
-class Dovecot:
+class Dovecot(Managed):
     """One Dovecot instance in its own directory, on its own loopback port."""
 
     host = LOOPBACK
@@ -130,17 +130,6 @@ class Dovecot:
         self._stderr: IO[bytes] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -40,9 +40,9 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from tests.support.lifecycle import Managed
 from tests.support.ports import LOOPBACK
 
 _T = TypeVar("_T")
@@ -62,7 +62,7 @@ class _Link:
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-class TcpProxy:
+class TcpProxy(Managed):
     """Forward 127.0.0.1:<port> to ``target_host:target_port``, with faults on demand."""
 
     host = LOOPBACK
@@ -84,17 +84,6 @@ class TcpProxy:
         self._port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         if self._loop is not None:

@@ -31,12 +31,12 @@ import time
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Literal, Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
+from tests.support.lifecycle import Managed
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.tls import TlsFiles
 
@@ -126,7 +126,7 @@ class _Handler:
         return "250 OK: queued"
 
 
-class SmtpCapture:
+class SmtpCapture(Managed):
     """A capturing SMTP server on a free loopback port."""
 
     host = LOOPBACK
@@ -153,17 +153,6 @@ class SmtpCapture:
         self._port: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         if self._controller is not None:
