@@ -317,3 +317,38 @@ async def test_mail_that_just_arrived_is_seen_by_the_next_search(
             assert len(await source.waiting_uids()) == i + 1
     finally:
         await source.close()
+
+
+async def test_a_long_drain_through_the_parse_worker_and_fetch_ahead(
+    dovecot: Dovecot, imap_account: ImapAccount, smtp_server: SmtpCapture, db_url: str,
+    tmp_path: Path,
+) -> None:
+    """Forty-five mails in batches of ten: a worker process parses them, each
+    next batch is fetched while the one before is stored, and every mail
+    becomes one ticket with one confirmation at the SMTP server, on SQLite
+    and PostgreSQL, and leaves the inbox once."""
+    raws = _mails(45, size=3_000)
+    for raw in raws:
+        dovecot.append(imap_account.user, "INBOX", raw)
+    config = write_config(tmp_path, db_url=db_url,
+                          inbound=imap_inbound(imap_account, batch_size=10),
+                          outbound=smtp_outbound(smtp_server))
+    app = make_app(config)
+    daemon = Daemon(app)
+    parser = daemon.ingesters[0].pipeline.parser
+    parser.start().result(timeout=60)  # up before the drain, so it takes its share
+    outcomes = await daemon.once()
+    assert [o.status for o in outcomes] == ["done"] * 45
+    assert parser.parsed_by_workers > 30
+    assert sorted(t.subject for t in _tickets(app)) == sorted(
+        f"Problem number {i}" for i in range(45))
+    confirmations = [m for m in smtp_server.messages
+                     if m.rcpt_tos[0].startswith("client")]
+    assert sorted(m.rcpt_tos[0] for m in confirmations) == sorted(
+        f"client{i}@client.test" for i in range(45))
+    assert len(dovecot.list_uids(imap_account.user, "Processed")) == 45
+    assert not dovecot.list_uids(imap_account.user, "INBOX")
+    with Session(app.engine) as session:
+        stored = session.exec(select(InboundMail.message_id)).all()
+    assert sorted(stored) == sorted(f"p{i}@client.test" for i in range(45))
+    app.dispose()
