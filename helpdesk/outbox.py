@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from helpdesk.compose import Outgoing
 from helpdesk.logs import log
 from helpdesk.models import Outbox, Undeliverable
+from helpdesk.prepared import run
 from helpdesk.rows import connection, insert_returning_id
 from helpdesk.settings import OutboundSettings
 
@@ -41,12 +42,17 @@ _CLAIM = (
     .where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
     .values(status="sending", locked_by=bindparam("worker"), locked_at=bindparam("at"))
 )
-# Asked for every confirmation: built once (see helpdesk.rows).
+# Asked for every confirmation: built once (see helpdesk.prepared). One
+# statement answers both questions; the reason for a block is read only
+# when there is one.
 _BLOCKED = core_select(_UNDELIVERABLE.c.until, _UNDELIVERABLE.c.reason).where(
     _UNDELIVERABLE.c.addr == bindparam("rcpt"))
-_RECENT = core_select(
+_CHECK = core_select(
     func.count(),
     func.coalesce(func.sum(case((_TABLE.c.created_at > bindparam("since_hour"), 1), else_=0)), 0),
+    core_select(func.count()).where(
+        _UNDELIVERABLE.c.addr == bindparam("rcpt"), _UNDELIVERABLE.c.until > bindparam("now"),
+    ).scalar_subquery(),
 ).where(
     _TABLE.c.rcpt == bindparam("rcpt"),
     _TABLE.c.automatic.is_(True),
@@ -60,12 +66,12 @@ def suppression_reason(
 ) -> str | None:
     """Why automatic mail to ``rcpt`` must not go now, or None."""
     conn = connection(session)
-    blocked = conn.execute(_BLOCKED, {"rcpt": rcpt}).first()
-    if blocked is not None and blocked.until > now:
-        return f"undeliverable until {blocked.until:%Y-%m-%d}: {blocked.reason[:80]}"
-    in_day, in_hour = conn.execute(_RECENT, {
-        "rcpt": rcpt, "since_day": now - timedelta(days=1),
-        "since_hour": now - timedelta(hours=1)}).one()
+    [(in_day, in_hour, blocked)] = run(conn, _CHECK, {
+        "rcpt": rcpt, "now": now, "since_day": now - timedelta(days=1),
+        "since_hour": now - timedelta(hours=1)})
+    if blocked:
+        until, reason = conn.execute(_BLOCKED, {"rcpt": rcpt}).one()
+        return f"undeliverable until {until:%Y-%m-%d}: {reason[:80]}"
     if in_hour >= cfg.auto_per_hour:
         return f"rate limit: {in_hour} automatic mails in the last hour"
     if in_day >= cfg.auto_per_day:

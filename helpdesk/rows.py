@@ -21,13 +21,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, SQLModel
 
+from helpdesk.prepared import run
+
 Row = Mapping[str, Any]
 
 # Bytes above this go into SQLite through an incremental blob handle
 # (``insert_streamed``); smaller ones are bound as usual, in one statement.
 STREAM_ABOVE = 1 << 20
 _SLICE = 1 << 20
-_SIZE = "zeroblob_size"  # not a column name: SQLAlchemy reserves those for VALUES
+_SIZE = "zeroblob_size"
+_HELD = "helpdesk.rows.connection"  # session.info key: ((transactions), their connection)  # not a column name: SQLAlchemy reserves those for VALUES
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -57,6 +60,11 @@ def _on_conflict(model: type[SQLModel], dialect: str, key: tuple[str, ...],
 
 
 @cache
+def _on_conflict_returning(model: type[SQLModel], dialect: str, key: tuple[str, ...]) -> Insert:
+    return _on_conflict(model, dialect, key, ()).returning(*(_table(model).c[name] for name in key))
+
+
+@cache
 def _zeroblob(model: type[SQLModel], column: str, key: tuple[str, ...]) -> Insert:
     table = _table(model)
     stmt = sqlite.insert(table).values({column: func.zeroblob(bindparam(_SIZE))})
@@ -70,19 +78,30 @@ def connection(session: Session) -> Connection:
     # (a ticket just added): flush those first, as a query would.
     if session.new or session.dirty or session.deleted:
         session.flush()
-    return session.connection()
+    # Session.connection() costs more than the INSERTs it serves, so the
+    # connection is kept while the same transaction is current. A savepoint
+    # begun with begin_nested() is only emitted when the session is next
+    # asked for its connection: a new innermost transaction asks again.
+    current = (session.get_transaction(), session.get_nested_transaction())
+    held = session.info.get(_HELD)
+    if current[0] is not None and held is not None and held[0] == current:
+        conn: Connection = held[1]
+        return conn
+    conn = session.connection()
+    session.info[_HELD] = ((session.get_transaction(), session.get_nested_transaction()), conn)
+    return conn
 
 
 def insert_rows(session: Session, model: type[SQLModel], rows: Sequence[Row]) -> None:
     """INSERT ``rows`` (one executemany)."""
     if rows:
-        connection(session).execute(_plain(model, False), list(rows))
+        run(connection(session), _plain(model, False), rows)
 
 
 def insert_returning_id(session: Session, model: type[SQLModel], row: Row) -> int:
     """INSERT one row and return its generated ``id`` (RETURNING: SQLite
     3.35+ and PostgreSQL both have it)."""
-    return int(connection(session).execute(_plain(model, True), dict(row)).scalar_one())
+    return int(run(connection(session), _plain(model, True), row)[0][0])
 
 
 def insert_missing(
@@ -92,8 +111,7 @@ def insert_missing(
     they are (ON CONFLICT DO NOTHING, so two daemons racing do not fail)."""
     if rows:
         dialect = session.get_bind().dialect.name
-        stmt = _on_conflict(model, dialect, tuple(key), ())
-        connection(session).execute(stmt, list(rows))
+        run(connection(session), _on_conflict(model, dialect, tuple(key), ()), rows)
 
 
 def insert_new(
@@ -104,9 +122,7 @@ def insert_new(
     if not rows:
         return []
     dialect = session.get_bind().dialect.name
-    stmt = _on_conflict(model, dialect, tuple(key), ()).returning(
-        *(_table(model).c[name] for name in key))
-    return [tuple(r) for r in connection(session).execute(stmt, list(rows))]
+    return run(connection(session), _on_conflict_returning(model, dialect, tuple(key)), rows)
 
 
 def upsert(
@@ -116,8 +132,7 @@ def upsert(
     """INSERT ``row``, or overwrite the ``update`` columns of the row that
     holds its ``key`` already (ON CONFLICT DO UPDATE)."""
     dialect = session.get_bind().dialect.name
-    stmt = _on_conflict(model, dialect, tuple(key), tuple(update))
-    connection(session).execute(stmt, dict(row))
+    run(connection(session), _on_conflict(model, dialect, tuple(key), tuple(update)), row)
 
 
 def insert_streamed(

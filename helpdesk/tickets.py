@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import Integer, text
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, select
 
@@ -27,7 +27,9 @@ from helpdesk.models import (
     ThreadId,
     Ticket,
 )
+from helpdesk.prepared import run
 from helpdesk.rows import (
+    connection,
     insert_missing,
     insert_returning_id,
     insert_rows,
@@ -44,15 +46,17 @@ from helpdesk.threading.resolve import referenced_ids
 STATUSES = ("new", "open", "pending", "resolved", "closed")
 _TICKET_COLUMNS = [c for c in Ticket.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
 
+_NEXT_NUMBER = text(
+    "UPDATE counter SET value = value + 1 WHERE name = 'ticket' RETURNING value"
+).columns(value=Integer)
+
 
 def next_number(session: Session) -> int:
     """The next ticket number. The UPDATE takes a row lock held to commit, so
     concurrent daemons on PostgreSQL get distinct, gap-free numbers."""
-    row = session.exec(  # type: ignore[call-overload]
-        text("UPDATE counter SET value = value + 1 WHERE name = 'ticket' RETURNING value")
-    ).first()
-    if row is not None:
-        return int(row[0])
+    rows = run(connection(session), _NEXT_NUMBER)
+    if rows:
+        return int(rows[0][0])
     session.add(Counter(name="ticket", value=1))
     session.flush()
     return 1

@@ -27,6 +27,7 @@ from helpdesk.ingest.inbound import Address, InboundEmail
 from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.logs import log
 from helpdesk.models import Message, Participant, ThreadId, Ticket, Undeliverable
+from helpdesk.prepared import run
 from helpdesk.rows import connection
 from helpdesk.sla.classify import classify_mail
 from helpdesk.sla.policy import Plan, Priority
@@ -238,7 +239,7 @@ def _ticket_facts(session: Session, reference: str) -> TicketFacts | None:
 
 
 def _seen_message_id(session: Session, message_id: str) -> bool:
-    return connection(session).execute(_SEEN, {"mid": message_id}).first() is not None
+    return bool(run(connection(session), _SEEN, {"mid": message_id}))
 
 
 def _is_staff(app: App, mail: InboundEmail) -> bool:

@@ -32,6 +32,7 @@ from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
 from helpdesk.models import InboundMail, InboundRaw, Quarantine
+from helpdesk.prepared import run
 from helpdesk.rows import connection, insert_returning_id, insert_streamed
 from helpdesk.threading.tokens import parse_message_id
 
@@ -186,7 +187,7 @@ class Pipeline:
             return self._quarantine(session, item, inbound_id, message_id, "apply_failed",
                                     f"{type(exc).__name__}: {exc}", now)
         status = "ignored" if result.ignored else "done"
-        connection(session).execute(_SET_RESULT, {
+        run(connection(session), _SET_RESULT, {
             "row_id": inbound_id, "new_status": status, "new_outcome": result.outcome,
             "new_ticket_id": result.ticket_id})
         log(logger, logging.INFO, "message processed", message_id=message_id,
@@ -201,8 +202,8 @@ class Pipeline:
         else:
             query = _BY_KEY_OR_UID
             params.update(source=item.source, uidvalidity=item.uidvalidity, uid=item.uid)
-        row = connection(session).execute(query, params).first()
-        return None if row is None else (int(row[0]), str(row[1]))
+        rows = run(connection(session), query, params)
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     def _apply(self, session: Session, mail: InboundEmail, inbound_id: int, raw: bytes,
                now: datetime, new_text: str | None = None) -> apply.Applied:

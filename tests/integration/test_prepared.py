@@ -1,0 +1,143 @@
+"""Statements run on the driver's cursor (helpdesk.prepared) write and read
+exactly what SQLAlchemy's own execution does, inside the same transaction and
+savepoint, and fail with SQLAlchemy's exceptions; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, Integer, bindparam, create_engine, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from helpdesk import prepared
+from helpdesk.db import ensure_schema, make_engine
+from helpdesk.models import Event, Participant, ThreadId, Ticket
+from helpdesk.rows import connection, insert_missing, insert_returning_id, insert_rows, upsert
+from helpdesk.settings import DatabaseSettings
+
+NOW = datetime(2026, 12, 7, 9, 30, 15, 123456, tzinfo=UTC)
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+_TICKETS = Ticket.__table__  # type: ignore[attr-defined]
+_BY_KIND = select(_EVENTS.c.id, _EVENTS.c.actor).where(
+    _EVENTS.c.kind == bindparam("kind"), _EVENTS.c.detail != "skip"
+).order_by(_EVENTS.c.id)
+_RENAME = update(_EVENTS).where(_EVENTS.c.id == bindparam("row_id")).values(
+    actor=bindparam("new_actor"))
+_IN = select(_EVENTS.c.id).where(_EVENTS.c.kind.in_(bindparam("kinds", expanding=True)))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    # The daemon's own engine: on SQLite its BEGIN handling is what makes
+    # SAVEPOINT work at all.
+    settings = DatabaseSettings(url=db_url, auto_upgrade=True)
+    engine = make_engine(settings)
+    try:
+        ensure_schema(engine, settings)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _ticket(session: Session, number: int) -> int:
+    # Only the columns without a default: the others come from the model's
+    # constant defaults, which the direct path must fill in as SQLAlchemy does.
+    return insert_returning_id(session, Ticket, {
+        "number": number, "reference": f"HD-{number:06d}", "subject": "Printer on fire",
+        "requester_addr": "ann@client.test", "created_at": NOW, "updated_at": NOW,
+    })
+
+
+def _event(ticket_id: int, kind: str, actor: str, when: datetime = NOW) -> dict[str, object]:
+    return {"ticket_id": ticket_id, "kind": kind, "actor": actor, "detail": "{}",
+            "created_at": when}
+
+
+def test_rows_written_directly_read_back_as_through_the_orm(engine: Engine) -> None:
+    with Session(engine) as session:
+        ticket_id = _ticket(session, 1)
+        insert_rows(session, Event, [_event(ticket_id, "created", "ann@client.test"),
+                                     _event(ticket_id, "note", "bob@example.test",
+                                            NOW + timedelta(hours=1))])
+        session.commit()
+    with Session(engine) as session:
+        ticket = session.get(Ticket, ticket_id)
+        assert ticket is not None
+        assert (ticket.reference, ticket.status, ticket.priority, ticket.escalated) == (
+            "HD-000001", "new", "medium", False)
+        assert ticket.created_at == NOW  # the datetime went through the column's type
+        events = session.exec(select(Event).order_by(Event.id)).all()  # type: ignore[call-overload, arg-type]
+        assert [(e.kind, e.actor, e.created_at) for (e,) in events] == [
+            ("created", "ann@client.test", NOW), ("note", "bob@example.test",
+                                                  NOW + timedelta(hours=1))]
+
+
+def test_selects_updates_and_literal_values(engine: Engine) -> None:
+    with Session(engine) as session:
+        ticket_id = _ticket(session, 1)
+        insert_rows(session, Event, [_event(ticket_id, "a", "x"), _event(ticket_id, "b", "y")])
+        conn = connection(session)
+        [(first_id, actor)] = prepared.run(conn, _BY_KIND, {"kind": "a"})
+        assert actor == "x"
+        prepared.run(conn, _RENAME, {"row_id": first_id, "new_actor": "z"})
+        assert prepared.run(conn, _BY_KIND, {"kind": "a"}) == [(first_id, "z")]
+        assert prepared.run(conn, _BY_KIND, {"kind": "none"}) == []
+        # An expanding IN is handed to SQLAlchemy, with the same answer shape.
+        assert sorted(prepared.run(conn, _IN, {"kinds": ["a", "b"]})) == sorted(
+            tuple(r) for r in conn.execute(_IN, {"kinds": ["a", "b"]}))
+
+
+def test_conflicts_upserts_and_many_rows(engine: Engine) -> None:
+    with Session(engine) as session:
+        ticket_id = _ticket(session, 1)
+        other = _ticket(session, 2)
+        insert_missing(session, ThreadId, [{"message_id": f"m{i}@x", "ticket_id": ticket_id}
+                                           for i in range(3)], key=["message_id"])
+        insert_missing(session, ThreadId, [{"message_id": "m1@x", "ticket_id": other},
+                                           {"message_id": "m9@x", "ticket_id": other}],
+                       key=["message_id"])
+        upsert(session, ThreadId, {"message_id": "m2@x", "ticket_id": other},
+               key=["message_id"], update=["ticket_id"])
+        session.commit()
+        rows = session.execute(text("SELECT message_id, ticket_id FROM thread_id")).all()
+    assert sorted(tuple(r) for r in rows) == [
+        ("m0@x", ticket_id), ("m1@x", ticket_id), ("m2@x", other), ("m9@x", other)]
+
+
+def test_a_rolled_back_savepoint_takes_direct_writes_with_it(engine: Engine) -> None:
+    with Session(engine) as session:
+        ticket_id = _ticket(session, 1)
+        try:
+            with session.begin_nested():
+                insert_rows(session, Participant, [{"ticket_id": ticket_id, "addr": "a@x",
+                                                    "name": "", "role": "cc"}])
+                raise RuntimeError("this message fails")
+        except RuntimeError:
+            pass
+        insert_rows(session, Participant, [{"ticket_id": ticket_id, "addr": "b@x",
+                                            "name": "", "role": "cc"}])
+        session.commit()
+        addrs = session.execute(text("SELECT addr FROM participant")).scalars().all()
+    assert addrs == ["b@x"]
+
+
+def test_driver_errors_are_sqlalchemy_errors_and_the_session_recovers(engine: Engine) -> None:
+    with Session(engine) as session:
+        _ticket(session, 1)
+        with pytest.raises(IntegrityError), session.begin_nested():
+            _ticket(session, 1)  # the same number and reference again
+        assert _ticket(session, 2) > 0
+        session.commit()
+        numbers = session.execute(text("SELECT number FROM ticket ORDER BY number")).all()
+    assert [n for (n,) in numbers] == [1, 2]
+
+
+def test_a_statement_built_per_call_does_not_grow_the_cache() -> None:
+    engine = create_engine("sqlite://")
+    with engine.begin() as conn:
+        for i in range(prepared._MAX_PLANS + 10):
+            assert prepared.run(conn, text(f"SELECT {i} AS n").columns(n=Integer)) == [(i,)]
+            assert len(prepared._PLANS) <= prepared._MAX_PLANS
