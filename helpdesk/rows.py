@@ -29,8 +29,9 @@ Row = Mapping[str, Any]
 # (``insert_streamed``); smaller ones are bound as usual, in one statement.
 STREAM_ABOVE = 1 << 20
 _SLICE = 1 << 20
-_SIZE = "zeroblob_size"
-_HELD = "helpdesk.rows.connection"  # session.info key: ((transactions), their connection)  # not a column name: SQLAlchemy reserves those for VALUES
+_SIZE = "zeroblob_size"  # not a column name: SQLAlchemy reserves those for VALUES
+# session.info key: ((the outer and the innermost transaction), their connection)
+_HELD = "helpdesk.rows.connection"
 
 
 def _table(model: type[SQLModel]) -> Table:

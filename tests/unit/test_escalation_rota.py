@@ -461,9 +461,16 @@ def test_coverage_deadline_is_monotone_and_additive(
     shorter = coverage_deadline(team, start, min(a, b))
     longer = coverage_deadline(team, start, max(a, b))
     assert start <= shorter <= longer
-    assert coverage_deadline(team, coverage_deadline(team, start, a), b) == coverage_deadline(
-        team, start, a + b
-    )
+    first = coverage_deadline(team, start, a)
+    if b:
+        assert coverage_deadline(team, first, b) == coverage_deadline(team, start, a + b)
+    else:
+        # Nothing to add starts the clock: a deadline that fell exactly as a
+        # shift ended moves to the next covered instant, any other stays.
+        again = coverage_deadline(team, first, b)
+        assert again == first or (
+            again > first and not any(locally_on_duty(m, first) for m in team)
+        )
 
 
 @given(teams, instants, durations)
