@@ -6,7 +6,7 @@ from email.policy import default
 
 import pytest
 
-from helpdesk.compose import LOOP_HEADER, Draft, compose
+from helpdesk.compose import LOOP_HEADER, Draft, UndeliverableAddressError, compose
 from helpdesk.ingest.inbound import Address
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -48,6 +48,22 @@ def test_subject_and_name_with_line_breaks_cannot_inject_headers() -> None:
 def test_address_with_line_break_is_refused() -> None:
     with pytest.raises(ValueError):
         compose(_draft(to=(Address("carol@client.test\r\nBcc: x@evil.test"),)))
+
+
+def test_a_subject_with_separators_stays_on_one_line() -> None:
+    subject = "Invoice " + "x" * 70 + "\x1cBcc: victim@evil.test\x1dX-A: b\x1e"
+    out = compose(_draft(subject=subject))
+    msg = _parse(out.raw)
+    assert msg["Bcc"] is None and msg["X-A"] is None
+    assert out.subject == "Invoice " + "x" * 70 + " Bcc: victim@evil.test X-A: b"
+
+
+@pytest.mark.parametrize("control", ["\x1c", "\x1d", "\x1e", "\x00", "\x1b", "\x7f", "\t"])
+def test_address_with_a_control_character_is_refused(control: str) -> None:
+    # FS, GS and RS end a line for Python's str.splitlines, so the email
+    # library would split a long To line there; none belongs in an address.
+    with pytest.raises(UndeliverableAddressError):
+        compose(_draft(to=(Address(f'"carol{control}x"@client.test'),)))
 
 
 def test_non_ascii_subject_and_names_round_trip() -> None:

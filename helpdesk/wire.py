@@ -1,0 +1,132 @@
+"""Outbound mail as wire bytes, written directly for the shapes we compose.
+
+We compose two shapes only: one text/plain part, or multipart/alternative
+holding text/plain then text/html, every body UTF-8 in quoted-printable. For
+those, building an ``email.message`` tree and flattening it with
+``email.generator`` cost most of composing a mail (it even compiles a regular
+expression per boundary), so this module writes the same bytes itself:
+header lines, part headers, boundary lines and CRLF line ends (RFC 5322
+§2.1). A header that needs folding or RFC 2047 encoding is still folded by
+the email library, one header at a time. The output is byte for byte what
+compat32's ``BytesGenerator`` writes for the tree we used to build;
+tests/unit/test_compose_wire.py holds it to that.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from binascii import b2a_qp
+from collections.abc import Iterable
+from email.header import Header
+from email.policy import Compat32
+from typing import NamedTuple
+
+HeaderValue = str | Header
+
+_CRLF = b"\r\n"
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+# The ASCII part of compose's _BREAKS: a value holding one of these has always
+# been left to the library to fold.
+_ASCII_BREAKS = re.compile(r"[\r\n\x00\x0b\x0c]")
+_MAX_LINE = 78  # RFC 5322 §2.1.1: SHOULD be no more than 78 characters
+_MIME_VERSION = b"MIME-Version: 1.0\r\n"  # RFC 2045 §4
+_PART_ENCODING = b"Content-Transfer-Encoding: quoted-printable\r\n"
+_PLAIN_TYPE = b'Content-Type: text/plain; charset="utf-8"\r\n'
+_HTML_TYPE = b'Content-Type: text/html; charset="utf-8"\r\n'
+# The generator's boundary shape: 15 '=', a zero-padded random number, '=='.
+_TOKEN_WIDTH = len(str(sys.maxsize - 1))
+
+
+class Body(NamedTuple):
+    """The MIME headers that open the mail, and everything after the blank line."""
+
+    head: bytes
+    data: bytes
+
+
+def encode_plain(text: str) -> Body:
+    """One text/plain part, which is the whole mail."""
+    return Body(_PLAIN_TYPE + _PART_ENCODING + _MIME_VERSION, _encode_qp(text))
+
+
+def encode_alternative(text: str, html: str) -> Body:
+    """multipart/alternative: text/plain first, html last, as RFC 2046 §5.1.4
+    orders them from plainest to richest."""
+    parts = (
+        _PLAIN_TYPE + _PART_ENCODING + _CRLF + _encode_qp(text),
+        _HTML_TYPE + _PART_ENCODING + _CRLF + _encode_qp(html),
+    )
+    mark = choose_boundary(_CRLF.join(parts)).encode("ascii")
+    # The generator folds this 84-column Content-Type before the parameter;
+    # a boundary never passes 78 columns on its continuation line.
+    head = b'Content-Type: multipart/alternative;\r\n boundary="' + mark + b'"\r\n'
+    # RFC 2046 §5.1.1: each part after a delimiter line, then the close
+    # delimiter; the CRLF before each delimiter belongs to the delimiter.
+    delimiter = b"--" + mark
+    data = (delimiter + _CRLF + parts[0] + _CRLF + delimiter + _CRLF + parts[1]
+            + _CRLF + delimiter + b"--" + _CRLF)
+    return Body(head + _MIME_VERSION, data)
+
+
+def choose_boundary(avoid: bytes) -> str:
+    """A random boundary that does not occur in ``avoid`` (RFC 2046 §5.1.1).
+
+    Drawn as ``email.generator`` draws it, from the same random stream, so a
+    seeded ``random`` gives the boundary it gave before. It contains '==',
+    which quoted-printable never writes ('=' there always starts '=XX' or a
+    soft line break, RFC 2045 §6.7), so the check below never fails for our
+    parts; it is kept in case a part ever is not QP. It looks anywhere in the
+    text, where the generator looks only at line starts: stricter, no regex.
+    """
+    token = f"{'=' * 15}{random.randrange(sys.maxsize):0{_TOKEN_WIDTH}d}=="
+    mark, counter = token, 0
+    while b"--" + mark.encode("ascii") in avoid:
+        mark = f"{token}.{counter}"
+        counter += 1
+    return mark
+
+
+def serialize(headers: Iterable[tuple[str, HeaderValue]], body: Body, policy: Compat32) -> bytes:
+    """The whole mail: MIME headers, ``headers`` in order, a blank line, the body."""
+    lines = [body.head]
+    lines.extend(format_header(name, value, policy) for name, value in headers)
+    lines.append(_CRLF)
+    lines.append(body.data)
+    return b"".join(lines)
+
+
+def format_header(name: str, value: HeaderValue, policy: Compat32) -> bytes:
+    """One header field with its CRLF.
+
+    A one-line ASCII value that fits in 78 columns is written as it is: that
+    is what compat32 folding returns for it, at a fraction of the cost (bar
+    FS, GS and RS, where the library would break the line: written as they
+    are, they keep the field on one line, as they always have here). The
+    rest (non-ASCII, long, doubled spaces, RFC 2047 ``Header`` values) is
+    folded by ``policy``, which must be compat32 with CRLF line ends.
+    """
+    if (
+        isinstance(value, str)
+        and value.isascii()
+        and len(name) + 2 + len(value) <= _MAX_LINE
+        and (value.isprintable() or not _ASCII_BREAKS.search(value))
+        and "  " not in value
+    ):
+        return f"{name}: {value}\r\n".encode("ascii")
+    # compat32 folds Header objects as well as str; typeshed only admits str.
+    return policy.fold_binary(name, value)  # type: ignore[arg-type]
+
+
+def _encode_qp(text: str) -> bytes:
+    """RFC 2045 §6.7 quoted-printable of UTF-8 text, with CRLF line ends.
+
+    ``binascii.b2a_qp`` is what ``quopri.encodestring`` calls. CRLF is made
+    LF first, so it sees one kind of line end; then CRLF, CR and LF each
+    become one CRLF, as the generator's ``_write_lines`` made them.
+    """
+    encoded = b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), quotetabs=False, header=False)
+    if b"\r" not in encoded:
+        return encoded.replace(b"\n", _CRLF)
+    return _LINE_END.sub(_CRLF, encoded)
