@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, time
 from typing import Any
 
 from sqlalchemy import Connection
@@ -30,6 +31,7 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Params = Mapping[str, Any]
+_IMMUTABLE = (datetime, date, time, str, bytes, int, float)
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,27 @@ def _compile(stmt: Executable, dialect: Dialect, names: tuple[str, ...]) -> _Pla
         sql=compiled.string,
         order=tuple(compiled.positiontup or ()) if compiled.positional else None,
         fixed=fixed,
-        processors={name: process for name, process in processors.items()
+        processors={name: _last_one(process) for name, process in processors.items()
                     if callable(process)},
         returns_rows=bool(compiled._result_columns),
     )
+
+
+def _last_one(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process`` remembering its last answer: the rows of one message carry
+    the same ``now`` object in several columns, and turning a datetime into
+    SQLite's text form costs more than the INSERT's own Python."""
+    last: list[Any] = [None, None]
+
+    def processed(value: Any) -> Any:
+        if value is last[0] and value is not None:
+            return last[1]
+        answer = process(value)
+        if isinstance(value, _IMMUTABLE):  # the same object is then the same value
+            last[0], last[1] = value, answer
+        return answer
+
+    return processed
 
 
 def run(conn: Connection, stmt: Executable, params: Params | Sequence[Params] = ()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 
 from helpdesk.errors import ConfigError
 
@@ -51,6 +51,7 @@ class Templates:
             raise ConfigError("templates", f"default template folder {directory} is missing")
         self._overrides = dict(overrides)
         self._dir = directory
+        self._compiled: dict[tuple[str, str], Template | None] = {}
         self._text_env = Environment(
             loader=FileSystemLoader([str(directory)]),
             undefined=StrictUndefined,
@@ -68,28 +69,31 @@ class Templates:
         )
 
     def render(self, purpose: str, context: Mapping[str, Any]) -> Rendered:
-        text = self._render(self._text_env, purpose, "txt", context)
-        html = self._render(self._html_env, purpose, "html", context, optional=True)
-        return Rendered(text=text, html=html)
+        text = self._template(purpose, "txt")
+        html = self._template(purpose, "html")
+        return Rendered(text=text.render(**context) if text else "",
+                        html=html.render(**context) if html else "")
 
-    def _render(
-        self,
-        env: Environment,
-        purpose: str,
-        ext: str,
-        context: Mapping[str, Any],
-        optional: bool = False,
-    ) -> str:
+    def _template(self, purpose: str, ext: str) -> Template | None:
+        """The compiled template, or None for an html part that does not exist.
+
+        Loaded and compiled once: the files are read at the first mail of each
+        purpose, not stat()ed and recompiled for every mail. Restart the
+        daemon after editing a template."""
+        key = (purpose, ext)
+        if key not in self._compiled:
+            self._compiled[key] = self._load(purpose, ext)
+        return self._compiled[key]
+
+    def _load(self, purpose: str, ext: str) -> Template | None:
+        env = self._text_env if ext == "txt" else self._html_env
         override = self._overrides.get(purpose)
-        if override and ext == "txt":
-            source = Path(override).read_text(encoding="utf-8")
-            return env.from_string(source).render(**context)
-        if override and ext == "html":
-            html_path = Path(override.replace(".txt.", ".html."))
-            if html_path != Path(override) and html_path.is_file():
-                return env.from_string(html_path.read_text(encoding="utf-8")).render(**context)
-            return ""
+        if override:
+            path = Path(override) if ext == "txt" else Path(override.replace(".txt.", ".html."))
+            if ext == "html" and (path == Path(override) or not path.is_file()):
+                return None
+            return env.from_string(path.read_text(encoding="utf-8"))
         name = f"{purpose}.{ext}.j2"
-        if optional and not (self._dir / name).is_file():
-            return ""
-        return env.get_template(name).render(**context)
+        if ext == "html" and not (self._dir / name).is_file():
+            return None
+        return env.get_template(name)
