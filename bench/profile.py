@@ -226,8 +226,8 @@ PHASES = (  # (label, frame marker); the first marker found from the root wins
     ("batch commit (Pipeline.process)", "Pipeline.process ("),
     ("SLA pass", "SlaTicker.run_pass ("),
     ("outbox: claim", "OutboxSender._claim ("),
-    ("outbox: record sent (one transaction per mail)", "OutboxSender._record ("),
-    ("outbox: write the mail (transport)", "Transport.send ("),
+    ("outbox: record sent (one transaction per batch)", "OutboxSender._record ("),
+    ("outbox: write the mail (transport)", "Transport._deliver_all ("),
     ("start-up: imports, config, schema check", "<module> (<string>"),
 )
 DB_MARKERS = (  # where database time goes, by innermost marker
