@@ -123,14 +123,24 @@ class Pipeline:
         parsed = zip(items, self.parser.map(items), strict=True)
         try:
             with session_scope(self.app.engine) as session:
-                return [self._one(session, Parsed(item, *result)) for item, result in parsed]
+                results: list[dict[str, object]] = []
+                outcomes = [self._one(session, Parsed(item, *result), results)
+                            for item, result in parsed]
+                if results:
+                    # Every stored message's result in one statement, a
+                    # round trip per batch instead of per message.
+                    run(connection(session), _SET_RESULT, results)
+                return outcomes
         except (OperationalError, DBAPIError) as exc:
             raise SystemUnwellError(f"database failed during a batch: {exc}") from exc
 
     def close(self) -> None:
         self.parser.close()
 
-    def _one(self, session: Session, parsed: Parsed) -> Outcome:
+    def _one(self, session: Session, parsed: Parsed, results: list[dict[str, object]]
+             ) -> Outcome:
+        """Store one message and apply it; its inbound row's result is added
+        to ``results``, for the caller to write with the batch's."""
         item = parsed.fetched
         now = self.app.clock.now()
         mail = parsed.mail
@@ -187,9 +197,8 @@ class Pipeline:
             return self._quarantine(session, item, inbound_id, message_id, "apply_failed",
                                     f"{type(exc).__name__}: {exc}", now)
         status = "ignored" if result.ignored else "done"
-        run(connection(session), _SET_RESULT, {
-            "row_id": inbound_id, "new_status": status, "new_outcome": result.outcome,
-            "new_ticket_id": result.ticket_id})
+        results.append({"row_id": inbound_id, "new_status": status,
+                        "new_outcome": result.outcome, "new_ticket_id": result.ticket_id})
         log(logger, logging.INFO, "message processed", message_id=message_id,
             ticket=result.reference, outcome=result.outcome)
         return Outcome(item, status, result.outcome, result.reference)
