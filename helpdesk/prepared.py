@@ -110,14 +110,18 @@ def _last_one(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``process`` remembering its last answer: the rows of one message carry
     the same ``now`` object in several columns, and turning a datetime into
     SQLite's text form costs more than the INSERT's own Python."""
-    last: list[Any] = [None, None]
+    # One (value, answer) pair, replaced whole: threads share a plan (the
+    # pipeline, the SLA pass and the sender each run in their own), and a
+    # pair written in two steps could match one value with another's answer.
+    last: list[tuple[Any, Any]] = [(None, None)]
 
     def processed(value: Any) -> Any:
-        if value is last[0] and value is not None:
-            return last[1]
+        seen, answer = last[0]
+        if value is seen and value is not None:
+            return answer
         answer = process(value)
         if isinstance(value, _IMMUTABLE):  # the same object is then the same value
-            last[0], last[1] = value, answer
+            last[0] = (value, answer)
         return answer
 
     return processed

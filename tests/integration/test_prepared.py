@@ -141,3 +141,18 @@ def test_a_statement_built_per_call_does_not_grow_the_cache() -> None:
         for i in range(prepared._MAX_PLANS + 10):
             assert prepared.run(conn, text(f"SELECT {i} AS n").columns(n=Integer)) == [(i,)]
             assert len(prepared._PLANS) <= prepared._MAX_PLANS
+
+
+def test_repeated_and_alternating_values_bind_as_themselves(engine: Engine) -> None:
+    # The bind processing remembers its last value by identity: alternate two
+    # datetimes, repeat one, and pass an equal copy; each row keeps its own.
+    later = NOW + timedelta(minutes=5)
+    sequence = [NOW, NOW, later, NOW, later, later, NOW.replace(), NOW + timedelta(0)]
+    with Session(engine) as session:
+        ticket_id = _ticket(session, 1)
+        for i, when in enumerate(sequence):
+            insert_rows(session, Event, [_event(ticket_id, f"k{i}", "a", when)])
+        session.commit()
+        stored = session.execute(select(_EVENTS.c.created_at).order_by(_EVENTS.c.id)).scalars()
+        assert [when.replace(tzinfo=UTC) if when.tzinfo is None else when
+                for when in stored] == sequence
