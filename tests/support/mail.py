@@ -6,6 +6,9 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from helpdesk.compose import Draft
+from helpdesk.ingest.inbound import Address
+
 
 def make_mail(
     sender: str = "Carol Client <carol@client.test>",
@@ -35,3 +38,23 @@ def make_mail(
         msg[name] = value
     msg.set_content(body)
     return msg.as_bytes()
+
+
+DRAFT_DATE = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+def make_draft(**over: object) -> Draft:
+    """A confirmation-like draft; keyword arguments replace its fields."""
+    base: dict[str, object] = dict(
+        purpose="confirmation",
+        from_addr=Address("support@example.test", "Example Support"),
+        to=(Address("carol@client.test", "Carol"),),
+        subject="[HD-000001] Printer",
+        text="Hello\n",
+        message_id="hd.HD-000001.abc.tag@example.test",
+        date=DRAFT_DATE,
+        automatic=True,
+        loop_value="support@example.test",
+    )
+    base.update(over)
+    return Draft(**base)  # type: ignore[arg-type]

@@ -8,24 +8,12 @@ import pytest
 
 from helpdesk.compose import LOOP_HEADER, Draft, UndeliverableAddressError, compose
 from helpdesk.ingest.inbound import Address
+from tests.support.mail import make_draft
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
-def _draft(**over: object) -> Draft:
-    base: dict[str, object] = dict(
-        purpose="confirmation",
-        from_addr=Address("support@example.test", "Example Support"),
-        to=(Address("carol@client.test", "Carol"),),
-        subject="[HD-000001] Printer",
-        text="Hello\n",
-        message_id="hd.HD-000001.abc.tag@example.test",
-        date=NOW,
-        automatic=True,
-        loop_value="support@example.test",
-    )
-    base.update(over)
-    return Draft(**base)  # type: ignore[arg-type]
+_draft = make_draft
 
 
 def _parse(raw: bytes) -> email.message.EmailMessage:

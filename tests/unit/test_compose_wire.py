@@ -23,6 +23,7 @@ from helpdesk import compose as module
 from helpdesk import wire
 from helpdesk.compose import LOOP_HEADER, Draft, Outgoing, compose, one_line
 from helpdesk.ingest.inbound import Address
+from tests.support.mail import make_draft
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -109,20 +110,7 @@ def _keep_random_state() -> Iterator[None]:
     random.setstate(state)
 
 
-def _draft(**over: object) -> Draft:
-    base: dict[str, object] = dict(
-        purpose="confirmation",
-        from_addr=Address("support@example.test", "Example Support"),
-        to=(Address("carol@client.test", "Carol"),),
-        subject="[HD-000001] Printer",
-        text="Hello\n",
-        message_id="hd.HD-000001.abc.tag@example.test",
-        date=NOW,
-        automatic=True,
-        loop_value="support@example.test",
-    )
-    base.update(over)
-    return Draft(**base)  # type: ignore[arg-type]
+_draft = make_draft
 
 
 def _both(draft: Draft, seed: int = 0, policy: Compat32 = OLD_WIRE) -> tuple[Outgoing, Outgoing]:
