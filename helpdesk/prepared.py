@@ -84,9 +84,11 @@ def _compile(stmt: Executable, dialect: Dialect, names: tuple[str, ...]) -> _Pla
             or compiled.literal_execute_params or compiled.post_compile_params
             or compiled.escaped_bind_names or compiled.implicit_returning):
         return None
-    processors = dict(compiled._bind_processors)
-    if not all(callable(process) for process in processors.values()):
-        return None  # tuple binds: one processor per element
+    processors: dict[str, Callable[[Any], Any]] = {}
+    for name, process in compiled._bind_processors.items():
+        if not callable(process):
+            return None  # tuple binds: one processor per element
+        processors[name] = _last_one(process)
     fixed: dict[str, Any] = {}
     for column in compiled.prefetch:  # Python-side defaults of columns not given
         default = column.default
@@ -100,8 +102,7 @@ def _compile(stmt: Executable, dialect: Dialect, names: tuple[str, ...]) -> _Pla
         sql=compiled.string,
         order=tuple(compiled.positiontup or ()) if compiled.positional else None,
         fixed=fixed,
-        processors={name: _last_one(process) for name, process in processors.items()
-                    if callable(process)},
+        processors=processors,
         returns_rows=bool(compiled._result_columns),
     )
 

@@ -76,9 +76,9 @@ def _zeroblob(model: type[SQLModel], column: str, key: tuple[str, ...]) -> Inser
 
 def connection(session: Session) -> Connection:
     # Rows written here may point at objects still pending in the session
-    # (a ticket just added): flush those first, as a query would.
-    if session.new or session.dirty or session.deleted:
-        session.flush()
+    # (a ticket just added): flush those first, as a query would. A clean
+    # session returns at once, cheaper than asking it what is dirty.
+    session.flush()
     # Session.connection() costs more than the INSERTs it serves, so the
     # connection is kept while the same transaction is current. A savepoint
     # begun with begin_nested() is only emitted when the session is next

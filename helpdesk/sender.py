@@ -92,10 +92,6 @@ class MaildirTransport:
         self._seq = 0
         self._ready = False
 
-    async def send(self, envelope_from: str, recipients: list[str], raw: bytes,
-                   key: str = "") -> SendResult:
-        return (await self.send_many([Mail(envelope_from, tuple(recipients), raw, key)]))[0]
-
     async def send_many(self, mails: Sequence[Mail]) -> list[SendResult]:
         # File I/O off the event loop, which serves IMAP IDLE meanwhile; the
         # whole batch in one hop, as a hop per mail cost more than the write.

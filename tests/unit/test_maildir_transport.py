@@ -13,16 +13,17 @@ import pytest
 from helpdesk.sender import Mail, MaildirTransport, SendResult
 
 
+def _mail(key: str, rcpt: str = "carol@client.test", raw: bytes = b"x\r\n") -> Mail:
+    return Mail("support@example.test", (rcpt, "team@example.test"), raw, key)
+
+
 async def test_the_same_key_delivers_one_file(tmp_path: Path) -> None:
     transport = MaildirTransport(str(tmp_path / "sent"))
     raw = b"Subject: hi\r\n\r\nbody\r\n"
-    first = await transport.send("support@example.test", ["carol@client.test"], raw,
-                                 key="000000000007")
+    [first] = await transport.send_many([_mail("000000000007", raw=raw)])
     # A crash before the batch's results were committed: the same rows again.
-    again = await transport.send("support@example.test", ["carol@client.test"], raw,
-                                 key="000000000007")
-    other = await transport.send("support@example.test", ["dave@client.test"], raw,
-                                 key="000000000008")
+    [again, other] = await transport.send_many([
+        _mail("000000000007", raw=raw), _mail("000000000008", "dave@client.test", raw)])
     assert first.ok and again.ok and other.ok
     files = sorted((tmp_path / "sent" / "new").iterdir())
     assert [f.name.split(".")[0] for f in files] == ["000000000007", "000000000008"]
@@ -34,12 +35,8 @@ async def test_the_same_key_delivers_one_file(tmp_path: Path) -> None:
 async def test_without_a_key_every_send_is_a_new_file(tmp_path: Path) -> None:
     transport = MaildirTransport(str(tmp_path / "sent"))
     for _ in range(3):
-        await transport.send("a@example.test", ["b@example.test"], b"x\r\n")
+        await transport.send_many([_mail("")])
     assert len(list((tmp_path / "sent" / "new").iterdir())) == 3
-
-
-def _mail(key: str, rcpt: str = "carol@client.test", raw: bytes = b"x\r\n") -> Mail:
-    return Mail("support@example.test", (rcpt, "team@example.test"), raw, key)
 
 
 async def test_a_batch_is_one_thread_hop_and_one_file_per_mail(
