@@ -1,5 +1,7 @@
-"""The outbox sender on SQLite: a Maildir outbound takes a claimed batch at
-once, and one mail it cannot write is retried alone."""
+"""The outbox sender on SQLite and PostgreSQL: a Maildir outbound takes a
+claimed batch at once (up to LOCAL_BATCH rows a pass), one mail it cannot
+write is retried alone, and a transport that is not idempotent gets one mail
+at a time, at most ``in_flight`` a pass."""
 
 from __future__ import annotations
 
@@ -17,13 +19,13 @@ from helpdesk.clock import ManualClock, SystemClock
 from helpdesk.compose import Outgoing
 from helpdesk.db import session_scope
 from helpdesk.models import Outbox
-from helpdesk.sender import Mail, OutboxSender, SendResult
+from helpdesk.sender import LOCAL_BATCH, Mail, OutboxSender, SendResult
 from tests.support.config import make_app, write_config
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[App]:
-    app = make_app(write_config(tmp_path), ManualClock(SystemClock().now()))
+def app(tmp_path: Path, db_url: str) -> Iterator[App]:
+    app = make_app(write_config(tmp_path, db_url=db_url), ManualClock(SystemClock().now()))
     yield app
     app.dispose()
 
@@ -99,3 +101,20 @@ async def test_a_transport_that_is_not_idempotent_has_each_result_committed(
     assert await sender.send_due() == 3
     assert transport.statuses == [["sending"] * 3, ["sending", "sending", "sent"],
                                   ["sending", "sent", "sent"]]
+
+
+async def test_a_local_transport_claims_a_large_batch_a_network_one_in_flight(
+    app: App, tmp_path: Path
+) -> None:
+    _queue(app, LOCAL_BATCH + 5)
+    sender = OutboxSender(app.engine, app.settings.outbound, app.clock)
+    assert sender.transport.idempotent
+    assert await sender.send_due() == LOCAL_BATCH
+    assert await sender.send_due() == 5
+    assert len(list((tmp_path / "sent" / "new").iterdir())) == LOCAL_BATCH + 5
+
+    _queue(app, app.settings.outbound.in_flight + 2)
+    one_by_one = OutboxSender(app.engine, app.settings.outbound, app.clock, _OneAtATime(app))
+    assert await one_by_one.send_due() == app.settings.outbound.in_flight
+    assert await one_by_one.send_due() == 2
+    await sender.transport.close()
