@@ -217,7 +217,7 @@ def _resolve(
     subject_refs = tuple(find_subject_references(mail.subject, h.reference_prefix))
     known: dict[str, TicketFacts] = {}
     for ref in {*token_refs, *chain.values(), *topic_refs, *subject_refs}:
-        facts = _ticket_facts(session, ref)
+        facts = tickets.facts(session, ref)
         if facts is not None:
             known[ref] = facts
     return resolve(
@@ -227,15 +227,6 @@ def _resolve(
         now=now,
         reopen_window=timedelta(days=h.reopen_window_days),
     )
-
-
-def _ticket_facts(session: Session, reference: str) -> TicketFacts | None:
-    ticket = tickets.get_by_reference(session, reference)
-    if ticket is None or ticket.id is None:
-        return None
-    people = frozenset(tickets.participants(session, ticket.id))
-    return TicketFacts(reference=ticket.reference, status=ticket.status,
-                       closed_at=ticket.closed_at, participants=people)
 
 
 def _seen_message_id(session: Session, message_id: str) -> bool:
