@@ -61,6 +61,13 @@ def _on_conflict(model: type[SQLModel], dialect: str, key: tuple[str, ...],
 
 
 @cache
+def _unless_taken(model: type[SQLModel], dialect: str) -> Insert:
+    # No conflict target: a clash on any unique constraint does nothing.
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_table(model))
+    return stmt.on_conflict_do_nothing().returning(_table(model).c.id)
+
+
+@cache
 def _on_conflict_returning(model: type[SQLModel], dialect: str, key: tuple[str, ...]) -> Insert:
     return _on_conflict(model, dialect, key, ()).returning(*(_table(model).c[name] for name in key))
 
@@ -103,6 +110,16 @@ def insert_returning_id(session: Session, model: type[SQLModel], row: Row) -> in
     """INSERT one row and return its generated ``id`` (RETURNING: SQLite
     3.35+ and PostgreSQL both have it)."""
     return int(run(connection(session), _plain(model, True), row)[0][0])
+
+
+def insert_id_unless_taken(session: Session, model: type[SQLModel], row: Row) -> int | None:
+    """INSERT ``row`` and return its new ``id``; None when a unique key of
+    it is taken already, and nothing was written. One statement where
+    asking first took two; and a writer racing ours on PostgreSQL waits for
+    it and then finds the key taken, instead of failing."""
+    dialect = session.get_bind().dialect.name
+    rows = run(connection(session), _unless_taken(model, dialect), row)
+    return int(rows[0][0]) if rows else None
 
 
 def insert_missing(

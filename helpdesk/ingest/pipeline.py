@@ -33,7 +33,7 @@ from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
 from helpdesk.models import InboundMail, InboundRaw, Quarantine
 from helpdesk.prepared import run
-from helpdesk.rows import connection, insert_returning_id, insert_streamed
+from helpdesk.rows import connection, insert_id_unless_taken, insert_streamed
 from helpdesk.threading.tokens import parse_message_id
 
 logger = logging.getLogger(__name__)
@@ -146,15 +146,8 @@ class Pipeline:
         mail = parsed.mail
         message_id = mail.message_id if mail else ""
         sha = mail.sha256 if mail else hashlib.sha256(item.raw).hexdigest()
-        existing = self._existing(session, item, dedup_key(message_id, sha))
-        if existing is not None:
-            stored_id, stored_status = existing
-            status = "quarantined" if stored_status == "quarantined" else "duplicate"
-            log(logger, logging.INFO, "already stored", message_id=message_id,
-                inbound_id=stored_id, status=stored_status)
-            return Outcome(item, status, "already stored")
         key = dedup_key(message_id, sha)
-        inbound_id = insert_returning_id(session, InboundMail, {
+        inbound_id = insert_id_unless_taken(session, InboundMail, {
             "source": item.source,
             "uidvalidity": item.uidvalidity,
             "uid": item.uid,
@@ -167,6 +160,17 @@ class Pipeline:
             "error": "",
             "received_at": now,
         })
+        if inbound_id is None:
+            # Its UID or its Message-ID and content are stored already.
+            existing = self._existing(session, item, key)
+            if existing is None:
+                # Taken, yet not there: nothing may be acknowledged.
+                raise SystemUnwellError(f"inbound row for {message_id!r} clashed but is gone")
+            stored_id, stored_status = existing
+            status = "quarantined" if stored_status == "quarantined" else "duplicate"
+            log(logger, logging.INFO, "already stored", message_id=message_id,
+                inbound_id=stored_id, status=stored_status)
+            return Outcome(item, status, "already stored")
         insert_streamed(session, InboundRaw, {"inbound_mail_id": inbound_id, "raw": item.raw},
                         "raw")
         if mail is None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlmodel import Session, select
 
-from helpdesk.ingest.pipeline import Pipeline
+from helpdesk.ingest.pipeline import Outcome, Pipeline
 from helpdesk.ingest.source import Fetched
-from helpdesk.models import Ticket
+from helpdesk.models import InboundMail, Ticket
 from tests.support.config import make_app, write_config
 from tests.support.mail import make_mail
 
 PER_DAEMON = 24
+NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 
 
 def test_two_daemons_number_tickets_without_gaps_or_duplicates(
@@ -50,4 +52,42 @@ def test_two_daemons_number_tickets_without_gaps_or_duplicates(
     assert numbers == list(range(1, 2 * PER_DAEMON + 1))
     assert len(set(references)) == 2 * PER_DAEMON
     for app in apps:
+        app.dispose()
+
+
+def test_a_message_two_daemons_take_at_once_is_stored_once(db_url: str, tmp_path: Path) -> None:
+    """Two daemons on one mailbox can fetch the same UID before either has
+    moved it. The second waits for the first's transaction, then finds the
+    message stored and reports a duplicate: no error, no second ticket."""
+    config = write_config(tmp_path, db_url=db_url)
+    first, second = make_app(config), make_app(config)
+    raw = make_mail(sender="ann@client.test", subject="Both took me",
+                    message_id="<both@client.test>")
+    item = Fetched("imap://support@mail.example.test/INBOX", "7", raw, uidvalidity=3, uid=7)
+    outcomes: list[Outcome] = []
+    errors: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            outcomes.extend(Pipeline(second).process([item]))
+        except BaseException as exc:  # reported below, on the test's thread
+            errors.append(exc)
+
+    with Session(first.engine) as holding:
+        # The first daemon's batch, not yet committed, has stored the UID.
+        holding.add(InboundMail(source=item.source, uidvalidity=3, uid=7,
+                                message_id="both@client.test", sha256="0" * 64,
+                                dedup_key="first", received_at=NOW, status="done"))
+        holding.flush()
+        racer = threading.Thread(target=take)
+        racer.start()
+        racer.join(0.5)  # it waits on our transaction (or on the write lock)
+        holding.commit()
+    racer.join(60)
+    assert not errors, errors
+    assert [(o.status, o.detail) for o in outcomes] == [("duplicate", "already stored")]
+    with Session(first.engine) as session:
+        assert len(session.exec(select(InboundMail)).all()) == 1
+        assert session.exec(select(Ticket)).all() == []
+    for app in (first, second):
         app.dispose()
