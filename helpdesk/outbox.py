@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Table, bindparam, case, func, update
 from sqlalchemy import select as core_select
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from helpdesk.compose import Outgoing
 from helpdesk.logs import log
@@ -131,37 +131,53 @@ def enqueue(
     return row_id
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An outbox row taken for sending: what sending and recording it need."""
+
+    id: int
+    ticket_id: int | None
+    purpose: str
+    envelope_from: str
+    recipients: str  # newline-separated
+    message_id: str
+    raw: bytes
+    attempts: int
+    created_at: datetime
+
+
+_DUE = (
+    core_select(_TABLE.c.id)
+    .where(
+        ((_TABLE.c.status == "queued") & (_TABLE.c.next_attempt_at <= bindparam("now")))
+        | ((_TABLE.c.status == "sending") & (_TABLE.c.locked_at < bindparam("stale")))
+    )
+    .order_by(_TABLE.c.next_attempt_at, _TABLE.c.id)
+    .limit(bindparam("limit"))
+)
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)
+_CLAIMED = core_select(
+    *(_TABLE.c[name] for name in Claimed.__dataclass_fields__)
+).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def claim_due(
     session: Session, now: datetime, worker: str, limit: int, lease: timedelta
-) -> list[Outbox]:
+) -> list[Claimed]:
     """Mark up to ``limit`` due rows ``sending`` for ``worker`` and return them."""
-    stale = now - lease
     # Ids first, the rows after: ordering whole rows made the database sort
     # every due row with its message bytes to keep ``limit`` of them, so a
     # long queue cost more with every claim.
-    query = (
-        core_select(_TABLE.c.id)
-        .where(
-            ((_TABLE.c.status == "queued") & (_TABLE.c.next_attempt_at <= now))
-            | ((_TABLE.c.status == "sending") & (_TABLE.c.locked_at < stale))
-        )
-        .order_by(_TABLE.c.next_attempt_at, _TABLE.c.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = [int(i) for i in connection(session).execute(query).scalars()]
-    found = {r.id: r for r in session.exec(select(Outbox).where(col(Outbox.id).in_(ids)))}
-    rows = [found[i] for i in ids]  # in due order
-    if rows:
-        connection(session).execute(_CLAIM, {"ids": [r.id for r in rows], "worker": worker,
-                                             "at": now})
-    for row in rows:
-        # Written by the UPDATE above: the objects say so without being dirty.
-        set_committed_value(row, "status", "sending")
-        set_committed_value(row, "locked_by", worker)
-        set_committed_value(row, "locked_at", now)
-    return rows
+    due = _DUE_LOCKED if session.get_bind().dialect.name == "postgresql" else _DUE
+    conn = connection(session)
+    ids = [int(i) for i in conn.execute(due, {"now": now, "stale": now - lease,
+                                              "limit": limit}).scalars()]
+    if not ids:
+        return []
+    # Plain rows, not ORM objects: loading those cost a third of sending.
+    found = {row.id: Claimed(*row) for row in conn.execute(_CLAIMED, {"ids": ids})}
+    conn.execute(_CLAIM, {"ids": ids, "worker": worker, "at": now})
+    return [found[i] for i in ids]  # in due order
 
 
 def release_dead_workers(session: Session, host: str, is_alive: Callable[[int], bool]) -> int:

@@ -34,7 +34,7 @@ from helpdesk.clock import Clock
 from helpdesk.db import session_scope
 from helpdesk.ingest.maildir import ensure_maildir
 from helpdesk.logs import log
-from helpdesk.models import Outbox
+from helpdesk.outbox import Claimed
 from helpdesk.settings import OutboundSettings
 
 logger = logging.getLogger(__name__)
@@ -217,12 +217,12 @@ class SmtpTransport:
                 client.close()
 
 
-def _mail(row: Outbox) -> Mail:
+def _mail(row: Claimed) -> Mail:
     recipients = tuple(r for r in row.recipients.split("\n") if r)
     return Mail(row.envelope_from, recipients, row.raw, key=f"{row.id:012d}")
 
 
-def _fields(row: Outbox) -> dict[str, object]:
+def _fields(row: Claimed) -> dict[str, object]:
     return {"outbox_id": row.id, "message_id": row.message_id, "purpose": row.purpose,
             "ticket_id": row.ticket_id}
 
@@ -305,7 +305,7 @@ class OutboxSender:
             await asyncio.to_thread(self._record, list(zip(batch, results, strict=True)))
         return len(rows)
 
-    def _claim(self, now: datetime) -> list[Outbox]:
+    def _claim(self, now: datetime) -> list[Claimed]:
         with session_scope(self.engine) as session:
             if not self._released:
                 released = outbox.release_dead_workers(session, socket.gethostname(), _is_alive)
@@ -314,20 +314,19 @@ class OutboxSender:
                 self._released = True
             return outbox.claim_due(session, now, self.worker, self.batch, self.lease)
 
-    def _record(self, done: list[tuple[Outbox, SendResult]]) -> None:
+    def _record(self, done: list[tuple[Claimed, SendResult]]) -> None:
         now = self.clock.now()
         with self.engine.begin() as conn:
             sent = [row for row, result in done if result.ok]
-            outbox.mark_sent(conn, [row.id for row in sent if row.id is not None], now)
+            outbox.mark_sent(conn, [row.id for row in sent], now)
             for row in sent:
                 log(logger, logging.INFO, "mail sent", **_fields(row))
             for row, result in done:
                 if not result.ok:
                     self._record_failure(conn, row, result, now)
 
-    def _record_failure(self, conn: Connection, row: Outbox, result: SendResult,
+    def _record_failure(self, conn: Connection, row: Claimed, result: SendResult,
                         now: datetime) -> None:
-        assert row.id is not None
         attempts = row.attempts + 1
         too_old = now - row.created_at > timedelta(hours=self.cfg.max_age_hours)
         if result.permanent or attempts >= self.cfg.max_attempts or too_old:
