@@ -52,6 +52,8 @@ _PARTICIPANTS: Table = Participant.__table__  # type: ignore[attr-defined]
 # Asked once or twice per reply: built once (see helpdesk.rows).
 _BY_REFERENCE = select(Ticket).where(Ticket.reference == bindparam("ref"))
 _PEOPLE = select(Participant).where(Participant.ticket_id == bindparam("ticket_id"))
+_ADDRESSES = core_select(_PARTICIPANTS.c.addr).where(
+    _PARTICIPANTS.c.ticket_id == bindparam("ticket_id"))
 _FACTS = (
     core_select(_TICKETS.c.reference, _TICKETS.c.status, _TICKETS.c.closed_at,
                 _PARTICIPANTS.c.addr)
@@ -102,7 +104,10 @@ def add_participants(
     """Add people who are not the helpdesk itself; returns the new addresses.
     ``existing``: the addresses already on the ticket, when the caller knows."""
     assert ticket.id is not None
-    known = set(participants(session, ticket.id) if existing is None else existing)
+    if existing is None:
+        existing = [str(addr) for addr, in run(connection(session), _ADDRESSES,
+                                               {"ticket_id": ticket.id})]
+    known = set(existing)
     added: dict[str, dict[str, object]] = {}
     for person in people:
         addr = person.addr.lower()

@@ -56,10 +56,14 @@ _TICKETS: Table = Ticket.__table__  # type: ignore[attr-defined]
 _SEEN = core_select(_MESSAGES.c.id).where(
     _MESSAGES.c.message_id == bindparam("mid"), _MESSAGES.c.direction == "inbound"
 ).limit(1)
+# Asked for every mail (its own Message-ID at least): a fixed number of
+# slots, unused ones NULL (which IN never matches), so the statement is
+# prepared once (an expanding IN is built anew for each count of ids).
+_CHAIN_SLOTS = 8
 _CHAIN = (
     core_select(_THREAD_IDS.c.message_id, _TICKETS.c.reference)
     .join(_TICKETS, _TICKETS.c.id == _THREAD_IDS.c.ticket_id)
-    .where(_THREAD_IDS.c.message_id.in_(bindparam("ids", expanding=True)))
+    .where(_THREAD_IDS.c.message_id.in_([bindparam(f"id{i}") for i in range(_CHAIN_SLOTS)]))
 )
 
 
@@ -199,8 +203,7 @@ def _resolve(
     chain: dict[str, str] = {}
     candidates = chain_candidates(mail)
     if candidates:
-        rows = connection(session).execute(_CHAIN, {"ids": list(candidates)})
-        chain.update({str(mid): str(ref) for mid, ref in rows})
+        chain.update(_chain_refs(session, candidates))
         chain.update(signed_chain_refs(mail, h.support_domain, h.secret))
     topic_refs: tuple[str, ...] = ()
     topic = thread_topic_key(mail)
@@ -227,6 +230,17 @@ def _resolve(
         now=now,
         reopen_window=timedelta(days=h.reopen_window_days),
     )
+
+
+def _chain_refs(session: Session, candidates: list[str]) -> dict[str, str]:
+    """The tickets that the stored ``candidates`` belong to, by Message-ID."""
+    conn = connection(session)
+    found: dict[str, str] = {}
+    for start in range(0, len(candidates), _CHAIN_SLOTS):
+        chunk = candidates[start:start + _CHAIN_SLOTS]
+        slots = {f"id{i}": chunk[i] if i < len(chunk) else None for i in range(_CHAIN_SLOTS)}
+        found.update({str(mid): str(ref) for mid, ref in run(conn, _CHAIN, slots)})
+    return found
 
 
 def _seen_message_id(session: Session, message_id: str) -> bool:

@@ -88,6 +88,23 @@ async def test_outlook_reply_without_references_threads(make_desk: DeskFactory) 
     assert bodies[1:] == ["Sorry, it is floor 3.", "And floor 4."]
 
 
+async def test_reply_found_far_down_a_long_references_chain(make_desk: DeskFactory) -> None:
+    """Only the oldest id of a long chain is ours (a mailing-list thread
+    that went on without us): the lookup goes through the whole chain, not
+    only the first ids it tries."""
+    desk = make_desk()
+    await open_ticket(desk)
+    others = [f"<z{i}@elsewhere.test>" for i in range(1, 21)]
+    await desk.deliver(make_mail(
+        sender=CAROL, subject="Where the thread went", body="Still broken.\n",
+        message_id="<carol-far@client.test>", in_reply_to=others[-1],
+        references=" ".join(["<orig@client.test>", *others]),
+    ))
+    assert desk.references() == ["HD-000001"]
+    assert [m["body"].strip() for m in desk.show()["messages"] if m["kind"] == "client"][
+        -1] == "Still broken."
+
+
 async def test_reply_from_cc_colleague_threads_and_is_copied_on_staff_reply(
     make_desk: DeskFactory,
 ) -> None:
