@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlmodel import Session
 
 from helpdesk.errors import SchemaOutdatedError
@@ -42,8 +42,36 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    return create_engine(url, echo=settings.echo, pool_pre_ping=True, pool_size=5)
+        return _plain_savepoints(engine)
+    return _plain_savepoints(create_engine(url, echo=settings.echo, pool_pre_ping=True,
+                                           pool_size=5))
+
+
+def _plain_savepoints(engine: Engine) -> Engine:
+    """SAVEPOINT, RELEASE and ROLLBACK TO as plain SQL text.
+
+    The pipeline takes a savepoint per message, and SQLAlchemy names each
+    anew (sa_savepoint_1, _2, ...). Its default builds a statement object
+    per name, so every SAVEPOINT and RELEASE was compiled afresh, and kept
+    in the engine's compiled cache, never to be used again.
+    """
+    dialect = engine.dialect
+    quote = dialect.identifier_preparer.quote
+
+    def do_savepoint(conn: Connection, name: str) -> None:
+        conn.exec_driver_sql(f"SAVEPOINT {quote(name)}")
+
+    def do_release_savepoint(conn: Connection, name: str) -> None:
+        conn.exec_driver_sql(f"RELEASE SAVEPOINT {quote(name)}")
+
+    def do_rollback_to_savepoint(conn: Connection, name: str) -> None:
+        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {quote(name)}")
+
+    # The dialect's own hooks for exactly this; set on this engine's
+    # dialect instance only.
+    vars(dialect).update(do_savepoint=do_savepoint, do_release_savepoint=do_release_savepoint,
+                         do_rollback_to_savepoint=do_rollback_to_savepoint)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
