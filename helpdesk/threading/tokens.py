@@ -17,11 +17,11 @@ never be replayed as a Message-ID tag.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 
 TAG_LENGTH = 8
+_TAG_BYTES = -(-TAG_LENGTH // 8) * 5  # whole 5-byte groups covering TAG_LENGTH
 
 _ADDRESS_LABEL = b"helpdesk reply-address v1"
 _MESSAGE_ID_LABEL = b"helpdesk message-id v1"
@@ -104,7 +104,10 @@ def _tag(secret: str | bytes, label: bytes, *fields: str) -> str:
         raise ValueError("the token secret is empty")
     # NUL cannot occur in any field, so the concatenation is unambiguous.
     message = b"\0".join([label, *(f.encode("utf-8") for f in fields)])
-    digest = hmac.new(key, message, hashlib.sha256).digest()
+    # Base32 turns each 5 bytes into 8 characters: encoding only the bytes
+    # the tag shows gives the same characters as encoding the whole digest
+    # (RFC 4648 §6), for a fraction of the pure-Python encoder's time.
+    digest = hmac.digest(key, message, "sha256")[:_TAG_BYTES]
     return base64.b32encode(digest).decode("ascii").lower()[:TAG_LENGTH]
 
 

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpdesk.threading import tokens
 from helpdesk.threading.reference import format_reference
 from helpdesk.threading.tokens import (
     TAG_LENGTH,
@@ -170,3 +174,16 @@ def test_tokens_refuse_non_canonical_references(reference: str) -> None:
         reply_address(SUPPORT, reference, SECRET)
     with pytest.raises(ValueError):
         make_message_id(reference, "example.test", SECRET, "u")
+
+
+@given(secret=st.text(min_size=1, max_size=40), label=st.binary(max_size=40),
+       fields=st.lists(st.text(max_size=60), max_size=4))
+def test_tags_are_the_leading_characters_of_the_whole_digest_in_base32(
+        secret: str, label: bytes, fields: list[str]) -> None:
+    """Tokens already in clients' mailboxes must keep verifying: a tag is the
+    first TAG_LENGTH base32 characters of the whole HMAC-SHA256, however it
+    is computed."""
+    message = b"\0".join([label, *(f.encode("utf-8") for f in fields)])
+    whole = hmac.new(secret.encode("utf-8"), message, hashlib.sha256).digest()
+    expected = base64.b32encode(whole).decode("ascii").lower()[:tokens.TAG_LENGTH]
+    assert tokens._tag(secret, label, *fields) == expected
