@@ -15,6 +15,8 @@
 - ``pg_url`` (function): the URL of a fresh scratch PostgreSQL database, dropped afterwards.
 - ``db_url`` (function, parametrised ``sqlite`` / ``postgres``): a SQLAlchemy URL, either a
   SQLite file in ``tmp_path`` or ``pg_url``.
+- ``schema_engine`` (function): the daemon's own engine (``helpdesk.db.make_engine``) on
+  ``db_url``, with the schema in place.
 
 Tests that use ``dovecot`` (or the fixtures built on it) get the ``dovecot`` marker, tests that
 use ``pg_url`` the ``postgres`` marker, so ``-m "not dovecot and not postgres"`` runs the rest.
@@ -30,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
+from helpdesk.db import ensure_schema, make_engine
+from helpdesk.settings import DatabaseSettings
 from tests.support.desk import Desk, DeskFactory
 from tests.support.dovecot import Dovecot, ImapAccount
 from tests.support.proxy import ProxyFactory, TcpProxy
@@ -100,6 +105,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url: str = request.getfixturevalue("pg_url")
         return url
     return f"sqlite:///{tmp_path / 'helpdesk.db'}"
+
+
+@pytest.fixture
+def schema_engine(db_url: str) -> Iterator[Engine]:
+    """The daemon's own engine on ``db_url``, its schema in place. On SQLite
+    its BEGIN handling is what makes SAVEPOINT work at all."""
+    settings = DatabaseSettings(url=db_url, auto_upgrade=True)
+    engine = make_engine(settings)
+    try:
+        ensure_schema(engine, settings)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ savepoint, and fail with SQLAlchemy's exceptions; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,10 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from helpdesk import prepared
-from helpdesk.db import ensure_schema, make_engine
 from helpdesk.models import Event, Participant, ThreadId, Ticket
 from helpdesk.rows import connection, insert_missing, insert_returning_id, insert_rows, upsert
-from helpdesk.settings import DatabaseSettings
 
 NOW = datetime(2026, 12, 7, 9, 30, 15, 123456, tzinfo=UTC)
 _EVENTS = Event.__table__  # type: ignore[attr-defined]
@@ -30,16 +27,8 @@ _IN = select(_EVENTS.c.id).where(_EVENTS.c.kind.in_(bindparam("kinds", expanding
 
 
 @pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    # The daemon's own engine: on SQLite its BEGIN handling is what makes
-    # SAVEPOINT work at all.
-    settings = DatabaseSettings(url=db_url, auto_upgrade=True)
-    engine = make_engine(settings)
-    try:
-        ensure_schema(engine, settings)
-        yield engine
-    finally:
-        engine.dispose()
+def engine(schema_engine: Engine) -> Engine:
+    return schema_engine
 
 
 def _ticket(session: Session, number: int) -> int:

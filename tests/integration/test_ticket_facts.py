@@ -4,7 +4,6 @@ participants loaded as ORM objects give."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -12,24 +11,16 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from helpdesk import tickets
-from helpdesk.db import ensure_schema, make_engine
 from helpdesk.models import Participant, Ticket
 from helpdesk.rows import insert_returning_id, insert_rows
-from helpdesk.settings import DatabaseSettings
 
 OPENED = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 CLOSED = datetime(2026, 11, 30, 17, 45, 30, 250000, tzinfo=UTC)
 
 
 @pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    settings = DatabaseSettings(url=db_url, auto_upgrade=True)
-    engine = make_engine(settings)
-    try:
-        ensure_schema(engine, settings)
-        yield engine
-    finally:
-        engine.dispose()
+def engine(schema_engine: Engine) -> Engine:
+    return schema_engine
 
 
 def _ticket(session: Session, number: int, status: str, closed_at: datetime | None,
