@@ -53,6 +53,17 @@ def test_an_outdated_schema_is_upgraded_or_refused_with_both_revisions(
     assert db.current_revision(engine) == db.HEAD
 
 
+def test_a_database_past_a_head_not_moved_is_left_to_alembic(
+        engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A migration added without moving db.HEAD (which the test above
+    catches) must not stop the daemon on a database at alembic's head: any
+    revision but HEAD is decided by alembic."""
+    db.upgrade(engine)
+    monkeypatch.setattr(db, "HEAD", "0002")  # as if 0003 were new and HEAD forgotten
+    db.ensure_schema(engine, DatabaseSettings(url=db_url, auto_upgrade=False))
+    assert db.current_revision(engine) == "0003"
+
+
 _CHECK = """
 import sys
 from helpdesk import db
