@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from helpdesk import tickets
 from helpdesk.db import session_scope
 from tests.support.config import STAFF
@@ -88,17 +90,20 @@ async def test_outlook_reply_without_references_threads(make_desk: DeskFactory) 
     assert bodies[1:] == ["Sorry, it is floor 3.", "And floor 4."]
 
 
-async def test_reply_found_far_down_a_long_references_chain(make_desk: DeskFactory) -> None:
-    """Only the oldest id of a long chain is ours (a mailing-list thread
-    that went on without us): the lookup goes through the whole chain, not
-    only the first ids it tries."""
+@pytest.mark.parametrize("others", [6, 20], ids=["eight-ids", "twenty-two-ids"])
+async def test_reply_found_far_down_a_references_chain(make_desk: DeskFactory,
+                                                       others: int) -> None:
+    """Only the oldest id of the chain is ours (a mailing-list thread that
+    went on without us): every id is looked up, not only the first ones;
+    with eight ids to try (the mail's own included) the last slot of the
+    prepared lookup, with more the lookup built for their number."""
     desk = make_desk()
     await open_ticket(desk)
-    others = [f"<z{i}@elsewhere.test>" for i in range(1, 21)]
+    ids = [f"<z{i}@elsewhere.test>" for i in range(1, others + 1)]
     await desk.deliver(make_mail(
         sender=CAROL, subject="Where the thread went", body="Still broken.\n",
-        message_id="<carol-far@client.test>", in_reply_to=others[-1],
-        references=" ".join(["<orig@client.test>", *others]),
+        message_id="<carol-far@client.test>", in_reply_to=ids[-1],
+        references=" ".join(["<orig@client.test>", *ids]),
     ))
     assert desk.references() == ["HD-000001"]
     assert [m["body"].strip() for m in desk.show()["messages"] if m["kind"] == "client"][
