@@ -73,21 +73,26 @@ def test_a_message_two_daemons_take_at_once_is_stored_once(db_url: str, tmp_path
         except BaseException as exc:  # reported below, on the test's thread
             errors.append(exc)
 
-    with Session(first.engine) as holding:
-        # The first daemon's batch, not yet committed, has stored the UID.
-        holding.add(InboundMail(source=item.source, uidvalidity=3, uid=7,
-                                message_id="both@client.test", sha256="0" * 64,
-                                dedup_key="first", received_at=NOW, status="done"))
-        holding.flush()
-        racer = threading.Thread(target=take)
-        racer.start()
-        racer.join(0.5)  # it waits on our transaction (or on the write lock)
-        holding.commit()
-    racer.join(60)
-    assert not errors, errors
-    assert [(o.status, o.detail) for o in outcomes] == [("duplicate", "already stored")]
-    with Session(first.engine) as session:
-        assert len(session.exec(select(InboundMail)).all()) == 1
-        assert session.exec(select(Ticket)).all() == []
-    for app in (first, second):
-        app.dispose()
+    try:
+        with Session(first.engine) as holding:
+            # The first daemon's batch, not yet committed, has stored the UID.
+            holding.add(InboundMail(source=item.source, uidvalidity=3, uid=7,
+                                    message_id="both@client.test", sha256="0" * 64,
+                                    dedup_key="first", received_at=NOW, status="done"))
+            holding.flush()
+            racer = threading.Thread(target=take)
+            racer.start()
+            racer.join(0.5)
+            # Still going: it waits on our uncommitted row (PostgreSQL) or
+            # on the write lock (SQLite), so it meets the race, not its end.
+            assert racer.is_alive()
+            holding.commit()
+        racer.join(60)
+        assert not errors, errors
+        assert [(o.status, o.detail) for o in outcomes] == [("duplicate", "already stored")]
+        with Session(first.engine) as session:
+            assert len(session.exec(select(InboundMail)).all()) == 1
+            assert session.exec(select(Ticket)).all() == []
+    finally:
+        for app in (first, second):
+            app.dispose()
