@@ -155,6 +155,7 @@ def database(kind: str, folder: Path) -> Iterator[str]:
 
 
 _LEFT: list[Path] = []
+STALE_AFTER = 6 * 3600  # seconds
 
 
 @contextlib.contextmanager
@@ -168,9 +169,10 @@ def workdir(prefix: str) -> Iterator[Path]:
     10-40. A pilot run removed just before the measured run made sending
     look several times slower than it is.
     """
-    path = Path(tempfile.mkdtemp(prefix=f"helpdesk-bench-{prefix}-"))
     if not _LEFT:
         atexit.register(_remove_left)
+        _remove_stale()
+    path = Path(tempfile.mkdtemp(prefix=f"helpdesk-bench-{prefix}-"))
     _LEFT.append(path)
     yield path
 
@@ -178,6 +180,16 @@ def workdir(prefix: str) -> Iterator[Path]:
 def _remove_left() -> None:
     for path in _LEFT:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_stale() -> None:
+    """Folders a killed run left behind (atexit does not run on SIGKILL),
+    once they are old enough not to be a run still going beside this one."""
+    cutoff = time.time() - STALE_AFTER
+    for path in Path(tempfile.gettempdir()).glob("helpdesk-bench-*"):
+        with contextlib.suppress(OSError):
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def imap_inbound(account: ImapAccount, **over: Any) -> dict[str, Any]:
