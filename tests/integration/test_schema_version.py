@@ -64,6 +64,24 @@ def test_a_database_past_a_head_not_moved_is_left_to_alembic(
     assert db.current_revision(engine) == "0003"
 
 
+@pytest.mark.postgres
+def test_a_url_with_percent_signs_migrates(pg_url: str, tmp_path: Path) -> None:
+    """A percent-encoded password (p@ss as p%40ss) and a path with a percent
+    sign in it: alembic's configuration once took "%" for interpolation."""
+    with_password = pg_url.replace("postgres@", "postgres:p%40ss%25@", 1)
+    assert with_password != pg_url  # the server trusts local users: any password does
+    folder = tmp_path / "100% sure"
+    folder.mkdir()
+    for url in (with_password, f"sqlite:///{folder / 'helpdesk.db'}"):
+        engine = db.make_engine(DatabaseSettings(url=url))
+        try:
+            db.ensure_schema(engine, DatabaseSettings(url=url, auto_upgrade=True))
+            assert db.current_revision(engine) == db.HEAD
+            assert db.head_revision(engine) == db.HEAD
+        finally:
+            engine.dispose()
+
+
 _CHECK = """
 import sys
 from helpdesk import db
