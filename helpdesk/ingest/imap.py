@@ -232,8 +232,10 @@ class ImapSource:
         # as an untagged EXISTS after the SEARCH, and that mail would wait
         # for the next IDLE push or poll.
         _check(await client.noop(), "NOOP")
-        criteria = "UNSEEN" if self.cfg.acknowledge == "seen" else "ALL"
-        response = await client.uid_search(criteria, charset=None)
+        return await self._search("UNSEEN" if self.cfg.acknowledge == "seen" else "ALL")
+
+    async def _search(self, criteria: str) -> list[int]:
+        response = await self._require().uid_search(criteria, charset=None)
         _check(response, "UID SEARCH")
         uids: list[int] = []
         # aioimaplib hands back the untagged "* SEARCH 1 2 3" as b"1 2 3" and
@@ -325,20 +327,46 @@ class ImapSource:
         if not uids:
             return
         client = self._require()
-        uset = uid_set(uids)
         if done and self.cfg.acknowledge == "seen":
-            _check(await client.uid("store", uset, "+FLAGS.SILENT (\\Seen)"), "UID STORE")
+            await self._on_present(uids, "store", "+FLAGS.SILENT (\\Seen)")
             return
         target = quote_mailbox(self.cfg.processed_mailbox if done else self.cfg.quarantine_mailbox)
         if "MOVE" in self.capabilities:
-            _check(await client.uid("move", uset, target), "UID MOVE")
+            await self._on_present(uids, "move", target)
             return
-        _check(await client.uid("copy", uset, target), "UID COPY")
-        _check(await client.uid("store", uset, "+FLAGS.SILENT (\\Deleted)"), "UID STORE")
+        present = await self._on_present(uids, "copy", target)
+        if not present:
+            return
+        await self._on_present(present, "store", "+FLAGS.SILENT (\\Deleted)")
         if "UIDPLUS" in self.capabilities:
-            _check(await client.uid("expunge", uset), "UID EXPUNGE")
+            _check(await client.uid("expunge", uid_set(present)), "UID EXPUNGE")
         else:
             _check(await client.expunge(), "EXPUNGE")
+
+    async def _on_present(self, uids: list[int], command: str, *args: str) -> list[int]:
+        """UID ``command`` on ``uids``; returns those still in the mailbox.
+
+        Another daemon on the same mailbox may have fetched the same mail,
+        found it stored and moved it away first. The server then answers NO
+        [EXPUNGEISSUED] (RFC 5530 §3); once NOOP has told us of the
+        expunges, the command is repeated for the UIDs still here. Those
+        that are gone were stored (ours is committed before we get here).
+        """
+        client = self._require()
+        what = f"UID {command.upper()}"
+        response = await client.uid(command, uid_set(uids), *args)
+        if response.result == "OK":
+            return uids
+        if not _expunge_issued(response):
+            _check(response, what)
+        _check(await client.noop(), "NOOP")
+        here = set(await self._search(f"UID {uid_set(uids)}"))
+        present = [u for u in uids if u in here]
+        log.info("messages already gone from the mailbox",
+                 extra={"source": self.key, "command": what, "gone": len(uids) - len(present)})
+        if present:
+            _check(await client.uid(command, uid_set(present), *args), what)
+        return present
 
     # -- waiting ----------------------------------------------------------
     async def wait(self, timeout: float) -> None:
@@ -381,6 +409,11 @@ class ImapSource:
         except TimeoutError:
             return
         raise ImapError("IMAP connection lost")
+
+
+def _expunge_issued(response: aioimaplib.Response) -> bool:
+    return response.result == "NO" and any(
+        b"[EXPUNGEISSUED]" in bytes(x) for x in response.lines if isinstance(x, (bytes, bytearray)))
 
 
 def _check(response: aioimaplib.Response, what: str) -> None:

@@ -8,6 +8,7 @@ import time
 from email.policy import default
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session, select
 
 from helpdesk.daemon import Daemon, Ingester
@@ -249,6 +250,40 @@ async def test_acknowledge_without_move_copies_flags_and_expunges(
     assert len(dovecot.list_uids(imap_account.user, "Quarantine")) == 1
 
 
+@pytest.mark.parametrize("move", [True, False], ids=["move", "copy-expunge"])
+async def test_acknowledging_mail_another_daemon_moved_first(
+    dovecot: Dovecot, imap_account: ImapAccount, move: bool
+) -> None:
+    """Two daemons fetched the same mail; the first moved two of the three
+    away. The second's acknowledgement of all three meets NO [EXPUNGEISSUED]
+    (RFC 5530) for those two: it must move the one still there and not fail."""
+    from helpdesk.ingest.imap import ImapSource
+    from helpdesk.ingest.source import Acknowledgement
+    from helpdesk.settings import InboundSettings
+
+    for raw in _mails(3):
+        dovecot.append(imap_account.user, "INBOX", raw)
+    cfg = InboundSettings(kind="imap", host=imap_account.host, port=imap_account.port,
+                          security="none", username=imap_account.user,
+                          password=imap_account.password)
+    first, second = ImapSource(cfg, 10_000_000), ImapSource(cfg, 10_000_000)
+    await first.open()
+    await second.open()
+    try:
+        if not move:  # as on a server without RFC 6851 MOVE
+            first.capabilities = first.capabilities - {"MOVE"}
+            second.capabilities = second.capabilities - {"MOVE"}
+        mine, theirs = await first.fetch(10), await second.fetch(10)
+        assert [f.uid for f in mine] == [f.uid for f in theirs] and len(mine) == 3
+        await first.acknowledge(Acknowledgement(processed=tuple(mine[:2]), quarantined=()))
+        await second.acknowledge(Acknowledgement(processed=tuple(theirs), quarantined=()))
+    finally:
+        await first.close()
+        await second.close()
+    assert dovecot.list_uids(imap_account.user, "INBOX") == []
+    assert len(dovecot.list_uids(imap_account.user, "Processed")) == 3
+
+
 def test_oversized_mail_is_quarantined_without_reading_it_all(
     dovecot: Dovecot, imap_account: ImapAccount, tmp_path: Path
 ) -> None:
@@ -352,3 +387,42 @@ async def test_a_long_drain_through_the_parse_worker_and_fetch_ahead(
         stored = session.exec(select(InboundMail.message_id)).all()
     assert sorted(stored) == sorted(f"p{i}@client.test" for i in range(45))
     app.dispose()
+
+
+async def test_two_daemons_on_one_mailbox_store_and_answer_each_mail_once(
+    dovecot: Dovecot, imap_account: ImapAccount, smtp_server: SmtpCapture, db_url: str,
+    tmp_path: Path,
+) -> None:
+    """Two daemons (their own engines, as two processes would have) drain the
+    same IMAP mailbox into one database at the same time, in small batches
+    that overlap. Whatever UIDs both fetch, each mail becomes one ticket and
+    one confirmation, nothing is quarantined, and the inbox ends empty."""
+    count = 40
+    for raw in _mails(count):
+        dovecot.append(imap_account.user, "INBOX", raw)
+    config = write_config(tmp_path, db_url=db_url,
+                          inbound=imap_inbound(imap_account, batch_size=4),
+                          outbound=smtp_outbound(smtp_server))
+    apps = [make_app(config), make_app(config)]
+    try:
+        first, second = await asyncio.gather(*(Daemon(app).once() for app in apps))
+        outcomes = [*first, *second]
+        assert {o.status for o in outcomes} <= {"done", "duplicate"}
+        assert sorted(o.fetched.uid or 0 for o in outcomes if o.status == "done") == sorted(
+            dovecot.list_uids(imap_account.user, "Processed"))
+        assert sorted(t.subject for t in _tickets(apps[0])) == sorted(
+            f"Problem number {i}" for i in range(count))
+        with Session(apps[0].engine) as session:
+            stored = session.exec(select(InboundMail.message_id)).all()
+            sent = session.exec(select(Outbox.status)).all()
+        assert sorted(stored) == sorted(f"p{i}@client.test" for i in range(count))
+        assert set(sent) == {"sent"} and len(sent) == 2 * count
+        confirmations = [m for m in smtp_server.wait_for_messages(2 * count)
+                         if m.rcpt_tos[0].startswith("client")]
+        assert sorted(m.rcpt_tos[0] for m in confirmations) == sorted(
+            f"client{i}@client.test" for i in range(count))
+        assert dovecot.list_uids(imap_account.user, "INBOX") == []
+        assert len(dovecot.list_uids(imap_account.user, "Processed")) == count
+    finally:
+        for app in apps:
+            app.dispose()
