@@ -60,16 +60,11 @@ _SEEN = core_select(_MESSAGES.c.id).where(
 # slots, unused ones NULL (which IN never matches), so the statement is
 # prepared once (an expanding IN is built anew for each count of ids).
 _CHAIN_SLOTS = 8
-_CHAIN = (
-    core_select(_THREAD_IDS.c.message_id, _TICKETS.c.reference)
-    .join(_TICKETS, _TICKETS.c.id == _THREAD_IDS.c.ticket_id)
-    .where(_THREAD_IDS.c.message_id.in_([bindparam(f"id{i}") for i in range(_CHAIN_SLOTS)]))
-)
-_LONG_CHAIN = (
-    core_select(_THREAD_IDS.c.message_id, _TICKETS.c.reference)
-    .join(_TICKETS, _TICKETS.c.id == _THREAD_IDS.c.ticket_id)
-    .where(_THREAD_IDS.c.message_id.in_(bindparam("ids", expanding=True)))
-)
+_THREADS = core_select(_THREAD_IDS.c.message_id, _TICKETS.c.reference).join(
+    _TICKETS, _TICKETS.c.id == _THREAD_IDS.c.ticket_id)
+_CHAIN = _THREADS.where(
+    _THREAD_IDS.c.message_id.in_([bindparam(f"id{i}") for i in range(_CHAIN_SLOTS)]))
+_LONG_CHAIN = _THREADS.where(_THREAD_IDS.c.message_id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass(frozen=True)
