@@ -97,6 +97,11 @@ def participants(session: Session, ticket_id: int) -> dict[str, Participant]:
     return {p.addr: p for p in rows}
 
 
+def addresses(session: Session, ticket_id: int) -> set[str]:
+    """The addresses on a ticket, without loading its participants as objects."""
+    return {str(addr) for addr, in run(connection(session), _ADDRESSES, {"ticket_id": ticket_id})}
+
+
 def add_participants(
     app: App, session: Session, ticket: Ticket, people: Iterable[Address], role: str,
     *, existing: Iterable[str] | None = None,
@@ -104,10 +109,7 @@ def add_participants(
     """Add people who are not the helpdesk itself; returns the new addresses.
     ``existing``: the addresses already on the ticket, when the caller knows."""
     assert ticket.id is not None
-    if existing is None:
-        existing = [str(addr) for addr, in run(connection(session), _ADDRESSES,
-                                               {"ticket_id": ticket.id})]
-    known = set(existing)
+    known = addresses(session, ticket.id) if existing is None else set(existing)
     added: dict[str, dict[str, object]] = {}
     for person in people:
         addr = person.addr.lower()

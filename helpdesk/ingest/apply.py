@@ -189,7 +189,7 @@ def _escalation_trigger(app: App, mail: InboundEmail) -> tuple[str, str]:
 
 def _is_participant(session: Session, ticket: Ticket, mail: InboundEmail) -> bool:
     assert ticket.id is not None
-    return mail.sender_addr in tickets.participants(session, ticket.id)
+    return mail.sender_addr in tickets.addresses(session, ticket.id)
 
 
 # -- facts for the pure resolver -------------------------------------------

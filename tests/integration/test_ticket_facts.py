@@ -57,6 +57,7 @@ def test_facts_match_the_ticket_and_its_participants(engine: Engine) -> None:
         ticket = session.get(Ticket, closed)
         assert ticket is not None
         assert facts.participants == frozenset(tickets.participants(session, closed))
+        assert tickets.addresses(session, closed) == set(facts.participants)
         assert _as_utc(facts.closed_at) == _as_utc(ticket.closed_at)
 
         other = tickets.facts(session, "HD-000008")
