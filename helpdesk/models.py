@@ -94,7 +94,7 @@ class InboundRaw(SQLModel, table=True):
     A table of their own, so the status written after the apply rewrites a
     small row, not the whole message (SQLite rewrites a row to change one
     column). On SQLite the key is the rowid, which large bytes are streamed
-    into (``helpdesk.rows.write_blob``); the bytes are the last column, so
+    into (``helpdesk.streamed``); the bytes are the last column, so
     reading the key never walks their overflow pages.
     """
 

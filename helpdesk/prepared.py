@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
@@ -150,6 +150,15 @@ def run(conn: Connection, stmt: Executable, params: Params | Sequence[Params] = 
         cursor.execute(plan.sql, args[0])
         return [tuple(row) for row in cursor.fetchall()] if plan.returns_rows else []
     except conn.dialect.loaded_dbapi.Error as exc:
-        conn._handle_dbapi_exception(exc, plan.sql, args, cursor, None)
+        raise_driver_error(conn, exc, plan.sql, args, cursor)
     finally:
         cursor.close()
+
+
+def raise_driver_error(conn: Connection, exc: Exception, sql: str, args: Any, cursor: Any
+                       ) -> NoReturn:
+    """Raise a driver's ``exc`` as SQLAlchemy would have: a ``DBAPIError``,
+    with a lost connection invalidated, so callers that work on the driver
+    directly fail the way every other statement does."""
+    conn._handle_dbapi_exception(exc, sql, args, cursor, None)
+    raise AssertionError("unreachable: SQLAlchemy re-raises") from exc

@@ -11,12 +11,11 @@ in its transaction (and its savepoint); pending objects are flushed first.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, literal_column
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, SQLModel
@@ -25,16 +24,11 @@ from helpdesk.prepared import run
 
 Row = Mapping[str, Any]
 
-# Bytes above this go into SQLite through an incremental blob handle
-# (``insert_streamed``); smaller ones are bound as usual, in one statement.
-STREAM_ABOVE = 1 << 20
-_SLICE = 1 << 20
-_SIZE = "zeroblob_size"  # not a column name: SQLAlchemy reserves those for VALUES
 # session.info key: ((the outer and the innermost transaction), their connection)
 _HELD = "helpdesk.rows.connection"
 
 
-def _table(model: type[SQLModel]) -> Table:
+def model_table(model: type[SQLModel]) -> Table:
     table = model.__table__  # type: ignore[attr-defined]
     assert isinstance(table, Table)
     return table
@@ -43,7 +37,7 @@ def _table(model: type[SQLModel]) -> Table:
 @cache
 def _plain(model: type[SQLModel], returning_id: bool) -> Insert:
     # Built once per table: SQLAlchemy's compiled cache then skips compiling.
-    table = _table(model)
+    table = model_table(model)
     stmt = table.insert()
     return stmt.returning(table.c.id) if returning_id else stmt
 
@@ -51,7 +45,7 @@ def _plain(model: type[SQLModel], returning_id: bool) -> Insert:
 @cache
 def _on_conflict(model: type[SQLModel], dialect: str, key: tuple[str, ...],
                  update: tuple[str, ...]) -> Insert:
-    table = _table(model)
+    table = model_table(model)
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     if not update:
         return stmt.on_conflict_do_nothing(index_elements=list(key))
@@ -63,22 +57,14 @@ def _on_conflict(model: type[SQLModel], dialect: str, key: tuple[str, ...],
 @cache
 def _unless_taken(model: type[SQLModel], dialect: str) -> Insert:
     # No conflict target: a clash on any unique constraint does nothing.
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_table(model))
-    return stmt.on_conflict_do_nothing().returning(_table(model).c.id)
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model_table(model))
+    return stmt.on_conflict_do_nothing().returning(model_table(model).c.id)
 
 
 @cache
 def _on_conflict_returning(model: type[SQLModel], dialect: str, key: tuple[str, ...]) -> Insert:
-    return _on_conflict(model, dialect, key, ()).returning(*(_table(model).c[name] for name in key))
-
-
-@cache
-def _zeroblob(model: type[SQLModel], column: str, key: tuple[str, ...]) -> Insert:
-    table = _table(model)
-    stmt = sqlite.insert(table).values({column: func.zeroblob(bindparam(_SIZE))})
-    if key:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
-    return stmt.returning(literal_column("rowid"))
+    columns = model_table(model).c
+    return _on_conflict(model, dialect, key, ()).returning(*(columns[name] for name in key))
 
 
 def connection(session: Session) -> Connection:
@@ -151,37 +137,3 @@ def upsert(
     holds its ``key`` already (ON CONFLICT DO UPDATE)."""
     dialect = session.get_bind().dialect.name
     run(connection(session), _on_conflict(model, dialect, tuple(key), tuple(update)), row)
-
-
-def insert_streamed(
-    session: Session, model: type[SQLModel], row: Row, column: str, key: Sequence[str] = ()
-) -> None:
-    """INSERT ``row``, whose ``column`` holds bytes that may be large; with
-    ``key``, only when that key is not taken yet (as ``insert_missing``).
-
-    sqlite3 copies a bound blob twice on the way in and keeps one copy bound
-    to its cached statement until that statement runs again: 25 MB of mail
-    cost 75 MB more. So on SQLite, bytes above ``STREAM_ABOVE`` are inserted
-    as a zeroblob of their size and written through a blob handle in slices,
-    on the same connection, so inside the caller's transaction and savepoint.
-    psycopg sends bound bytes as they are: PostgreSQL takes the plain INSERT.
-    """
-    data: bytes = row[column]
-    conn = connection(session)
-    if len(data) <= STREAM_ABOVE or conn.dialect.name != "sqlite":
-        if key:
-            insert_missing(session, model, [row], key)
-        else:
-            insert_rows(session, model, [row])
-        return
-    params = {name: value for name, value in row.items() if name != column}
-    params[_SIZE] = len(data)
-    rowid = conn.execute(_zeroblob(model, column, tuple(key)), params).scalar()
-    if rowid is None:
-        return  # the key was taken: those bytes are stored already
-    driver = conn.connection.driver_connection
-    assert isinstance(driver, sqlite3.Connection)
-    view = memoryview(data)
-    with driver.blobopen(_table(model).name, column, int(rowid)) as blob:
-        for start in range(0, len(view), _SLICE):
-            blob.write(view[start:start + _SLICE])

@@ -34,13 +34,13 @@ from helpdesk.rows import (
     insert_missing,
     insert_returning_id,
     insert_rows,
-    insert_streamed,
     upsert,
 )
 from helpdesk.sla.deadlines import Status as SlaStatus
 from helpdesk.sla.deadlines import StatusChange, Target, TicketClock, compute_sla
 from helpdesk.sla.notices import NoticeKey, NoticeKind, next_wakeup
 from helpdesk.sla.policy import Plan, Priority
+from helpdesk.streamed import insert_streamed
 from helpdesk.threading.reference import format_reference
 from helpdesk.threading.resolve import TicketFacts, referenced_ids
 

@@ -33,7 +33,8 @@ from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
 from helpdesk.models import InboundMail, InboundRaw, Quarantine
 from helpdesk.prepared import run
-from helpdesk.rows import connection, insert_id_unless_taken, insert_streamed
+from helpdesk.rows import connection, insert_id_unless_taken
+from helpdesk.streamed import insert_streamed
 from helpdesk.threading.tokens import parse_message_id
 
 logger = logging.getLogger(__name__)

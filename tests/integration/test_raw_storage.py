@@ -16,7 +16,7 @@ from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
 from helpdesk.db import HEAD, alembic_config
-from helpdesk.rows import STREAM_ABOVE
+from helpdesk.streamed import STREAM_ABOVE
 from tests.support.config import cli, cli_json, write_config
 from tests.support.mail import make_mail
 
