@@ -10,10 +10,10 @@ so inside the caller's transaction and savepoint:
 
 * SQLite: the row is inserted with a ``zeroblob`` of the right size, which
   is then filled through an incremental blob handle;
-* PostgreSQL: the bytes are streamed with ``COPY … FROM STDIN`` in binary
-  format into a temporary table of this connection, and moved into place
-  with ``INSERT … SELECT``, which also keeps ``ON CONFLICT DO NOTHING`` for
-  a keyed row. The temporary table is emptied straight after.
+* PostgreSQL: the row is sent with ``COPY … FROM STDIN`` in binary format,
+  its other columns encoded here. COPY knows no ``ON CONFLICT``: a keyed row
+  is looked for first, and written under a savepoint of its own, so that a
+  writer racing ours with the same key costs a rollback to it, not an error.
 
 Smaller values are bound as usual: one statement, as every other row.
 """
@@ -24,12 +24,25 @@ import sqlite3
 import struct
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, column, func, literal_column, select
-from sqlalchemy import table as table_clause
-from sqlalchemy.dialects import postgresql, sqlite
+import psycopg
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    SmallInteger,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.types import LargeBinary
+from sqlalchemy.sql.selectable import Select
+from sqlalchemy.types import LargeBinary, TypeDecorator, TypeEngine
 from sqlmodel import Session, SQLModel
 
 from helpdesk.prepared import raise_driver_error
@@ -39,19 +52,15 @@ STREAM_ABOVE = 1 << 20
 SLICE = 1 << 20
 _SIZE = "zeroblob_size"  # not a column name: SQLAlchemy reserves those for VALUES
 
-# Only this connection sees a temporary table; rolled back with the
-# savepoint that created it, and made again by the next large value.
-_UPLOAD = "helpdesk_upload"
-_CREATE_UPLOAD = f"CREATE TEMPORARY TABLE IF NOT EXISTS {_UPLOAD} (data bytea NOT NULL)"
-_COPY_UPLOAD = f"COPY {_UPLOAD} (data) FROM STDIN (FORMAT binary)"
-# TRUNCATE, not DELETE: nothing vacuums a temporary table, and deleted
-# rows would keep their bytes on disk for as long as the connection lives.
-_EMPTY_UPLOAD = f"TRUNCATE {_UPLOAD}"
 # COPY's binary format (PostgreSQL manual, "COPY", File Formats): the
 # signature, a flags word and the header extension length; then each row as
-# its field count and each field as its length and bytes; -1 ends the data.
+# its field count and each field as its length (-1: NULL) and bytes in the
+# type's binary form (network byte order); -1 where a row would start ends it.
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_END = struct.pack("!h", -1)
+_INTEGERS = ((BigInteger, "!iq", 8), (SmallInteger, "!ih", 2), (Integer, "!ii", 4))
+_UNIQUE_VIOLATION = "23505"  # SQLSTATE
+_SAVEPOINT = "helpdesk_streamed"
 
 
 def insert_streamed(
@@ -97,40 +106,71 @@ def _into_sqlite(conn: Connection, model: type[SQLModel], row: Row, column_name:
             for start in range(0, len(view), SLICE):
                 blob.write(view[start:start + SLICE])
     except sqlite3.Error as exc:
-        raise_driver_error(conn, exc, f"blob write into {model_table(model).name}", (), None)
+        where = f"{model_table(model).name}.{column_name} rowid {rowid}"
+        raise_driver_error(conn, exc, f"(incremental blob write into {where})", (), None)
+
+
+def _field(value: Any, kind: TypeEngine[Any]) -> bytes:
+    """One column value of a binary COPY row: its length, then its bytes."""
+    if value is None:
+        return struct.pack("!i", -1)
+    while isinstance(kind, TypeDecorator):  # SQLModel's AutoString is one, over VARCHAR
+        kind = kind.impl_instance
+    for integer, layout, width in _INTEGERS:
+        if isinstance(kind, integer):
+            return struct.pack(layout, width, int(value))
+    if isinstance(kind, String):
+        data = str(value).encode("utf-8")
+        return struct.pack("!i", len(data)) + data
+    if isinstance(kind, LargeBinary):
+        data = bytes(value)
+        return struct.pack("!i", len(data)) + data
+    raise TypeError(f"no binary COPY form here for {kind!r}")
 
 
 @cache
-def _from_upload(model: type[SQLModel], column_name: str, names: tuple[str, ...],
-                 key: tuple[str, ...]) -> Insert:
-    """INSERT INTO the model's table the uploaded bytes, with the other
-    ``names`` bound as parameters."""
-    table: Table = model_table(model)
-    upload = table_clause(_UPLOAD, column("data", LargeBinary))
-    values = [bindparam(name, type_=table.c[name].type) for name in names]
-    stmt = postgresql.insert(table).from_select(
-        [*names, column_name], select(*values, upload.c.data))
-    return stmt.on_conflict_do_nothing(index_elements=list(key)) if key else stmt
+def _exists(model: type[SQLModel], key: tuple[str, ...]) -> Select[Any]:
+    table = model_table(model)
+    return select(literal_column("1")).select_from(table).where(
+        *(table.c[name] == bindparam(name) for name in key)).limit(1)
 
 
 def _into_postgresql(conn: Connection, model: type[SQLModel], row: Row, column_name: str,
                      key: tuple[str, ...]) -> None:
-    data: bytes = row[column_name]
-    others = {name: value for name, value in row.items() if name != column_name}
-    conn.exec_driver_sql(_CREATE_UPLOAD)
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    cursor = driver.cursor()
+    if key and conn.execute(_exists(model, key), {name: row[name] for name in key}).first():
+        return  # those bytes are stored already: none of them need sending
+    if key:
+        conn.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
     try:
-        with cursor.copy(_COPY_UPLOAD) as copy:
-            copy.write(_COPY_HEADER + struct.pack("!hi", 1, len(data)))
+        _copy_row(conn, model, row, column_name)
+    except DBAPIError as exc:
+        if not key or getattr(exc.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
+            raise
+        # Another writer stored the same key since we looked: as ON
+        # CONFLICT DO NOTHING would, keep theirs.
+        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+    if key:
+        conn.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+
+
+def _copy_row(conn: Connection, model: type[SQLModel], row: Row, column_name: str) -> None:
+    """COPY one row whose ``column_name`` is sent in slices, the last field."""
+    table = model_table(model)
+    names = [name for name in row if name != column_name]
+    quote = conn.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(name) for name in [*names, column_name])
+    sql = f"COPY {quote(table.name)} ({columns}) FROM STDIN (FORMAT binary)"
+    data: bytes = row[column_name]
+    head = _COPY_HEADER + struct.pack("!h", len(names) + 1) + b"".join(
+        _field(row[name], table.c[name].type) for name in names) + struct.pack("!i", len(data))
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    try:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            copy.write(head)
             view = memoryview(data)
             for start in range(0, len(view), SLICE):
                 copy.write(view[start:start + SLICE])
             copy.write(_COPY_END)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise_driver_error(conn, exc, _COPY_UPLOAD, (), cursor)
-    finally:
-        cursor.close()
-    conn.execute(_from_upload(model, column_name, tuple(others), key), others)
-    conn.exec_driver_sql(_EMPTY_UPLOAD)
+    except psycopg.Error as exc:
+        raise_driver_error(conn, exc, sql, (), None)

@@ -1,7 +1,7 @@
 """Large byte values written in slices (``helpdesk.streamed``): inside the
-caller's transaction and savepoint, keyed rows written once, nothing left
-behind on the connection, and a connection lost mid-stream reported as any
-lost connection is."""
+caller's transaction and savepoint, keyed rows written once even with a
+writer racing, the connection usable after a failed write, and a connection
+lost mid-stream reported as any lost connection is."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine, make_url, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, create_engine, make_url, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
 from helpdesk.db import ensure_schema, make_engine
-from helpdesk.models import Blob
-from helpdesk.rows import connection
+from helpdesk.models import Blob, InboundRaw
 from helpdesk.settings import DatabaseSettings
 from helpdesk.streamed import SLICE, STREAM_ABOVE, insert_streamed
 from tests.support.proxy import TcpProxy
@@ -32,13 +31,13 @@ def _blob(sha: str, data: bytes) -> dict[str, object]:
     return {"sha256": sha, "size": len(data), "data": data}
 
 
-def _stored(engine: Engine) -> dict[str, bytes]:
+def _stored(engine: Engine) -> dict[str, tuple[int, bytes]]:
     with Session(engine) as session:
-        return {sha: bytes(data) for sha, data in session.exec(
-            select(Blob.sha256, Blob.data))}  # type: ignore[call-overload]
+        rows = session.exec(select(Blob.sha256, Blob.size, Blob.data))  # type: ignore[call-overload]
+        return {sha: (size, bytes(data)) for sha, size, data in rows}
 
 
-def test_large_values_land_in_the_savepoint_and_keyed_rows_once(schema_engine: Engine) -> None:
+def test_keyed_rows_are_written_once_and_savepoints_hold(schema_engine: Engine) -> None:
     first, other, kept = _bytes(LARGE, 1), _bytes(LARGE, 2), _bytes(LARGE, 3)
     with Session(schema_engine) as session:
         insert_streamed(session, Blob, _blob("a" * 64, first), "data", key=["sha256"])
@@ -47,43 +46,72 @@ def test_large_values_land_in_the_savepoint_and_keyed_rows_once(schema_engine: E
         nested = session.begin_nested()
         insert_streamed(session, Blob, _blob("b" * 64, other), "data", key=["sha256"])
         nested.rollback()
-        # After a rollback that may have taken the upload table with it.
+        # A write that fails (its message row does not exist) is taken back
+        # with its savepoint, and the connection goes on writing.
+        nested = session.begin_nested()
+        with pytest.raises(IntegrityError):
+            insert_streamed(session, InboundRaw, {"inbound_mail_id": 999, "raw": other}, "raw")
+        nested.rollback()
         insert_streamed(session, Blob, _blob("c" * 64, kept), "data", key=["sha256"])
-        if schema_engine.dialect.name == "postgresql":
-            left = connection(session).exec_driver_sql("SELECT count(*) FROM helpdesk_upload")
-            assert left.scalar() == 0
         session.commit()
-    assert _stored(schema_engine) == {"a" * 64: first, "c" * 64: kept}
+    assert _stored(schema_engine) == {"a" * 64: (LARGE, first), "c" * 64: (LARGE, kept)}
 
 
-def test_small_values_are_bound_as_usual(schema_engine: Engine) -> None:
-    small = _bytes(STREAM_ABOVE, 4)  # the limit itself is not streamed
+def test_values_up_to_the_limit_are_bound_as_usual(schema_engine: Engine) -> None:
+    small = _bytes(STREAM_ABOVE, 4)
     with Session(schema_engine) as session:
         insert_streamed(session, Blob, _blob("d" * 64, small), "data", key=["sha256"])
-        if schema_engine.dialect.name == "postgresql":
-            # No upload table was needed, so none was made.
-            found = connection(session).exec_driver_sql(
-                "SELECT to_regclass('pg_temp.helpdesk_upload')").scalar()
-            assert found is None
+        insert_streamed(session, Blob, _blob("d" * 64, b"other"), "data", key=["sha256"])
         session.commit()
-    assert _stored(schema_engine) == {"d" * 64: small}
+    assert _stored(schema_engine) == {"d" * 64: (STREAM_ABOVE, small)}
+
+
+def _pg_engine(url: str) -> Engine:
+    settings = DatabaseSettings(url=url, auto_upgrade=True)
+    engine = make_engine(settings)
+    ensure_schema(engine, settings)
+    return engine
+
+
+@pytest.mark.postgres
+def test_a_writer_racing_with_the_same_key_wins_and_ours_goes_on(pg_url: str) -> None:
+    engine = _pg_engine(pg_url)
+    theirs, ours, later = _bytes(LARGE, 6), _bytes(LARGE, 7), _bytes(LARGE, 8)
+    rival = create_engine(pg_url)
+    try:
+        with rival.connect() as other, Session(engine) as session:
+            other.execute(text("INSERT INTO blob (sha256, size, data) VALUES (:k, :s, :d)"),
+                          {"k": "f" * 64, "s": len(theirs), "d": theirs})
+            # Not committed yet: our look finds nothing, and our COPY waits
+            # on their key until they commit, then meets it.
+            done = threading.Timer(0.5, other.commit)
+            done.start()
+            try:
+                insert_streamed(session, Blob, _blob("f" * 64, ours), "data", key=["sha256"])
+            finally:
+                done.join()
+            insert_streamed(session, Blob, _blob("0" * 64, later), "data", key=["sha256"])
+            session.commit()
+        assert _stored(engine) == {"f" * 64: (LARGE, theirs), "0" * 64: (LARGE, later)}
+    finally:
+        rival.dispose()
+        engine.dispose()
 
 
 @pytest.mark.postgres
 def test_connection_lost_mid_copy_is_a_lost_connection(
     pg_url: str, tcp_proxy: Callable[[str, int], TcpProxy]
 ) -> None:
-    settings = DatabaseSettings(url=pg_url, auto_upgrade=True)
-    direct = make_engine(settings)
-    ensure_schema(direct, settings)
+    direct = _pg_engine(pg_url)
     url = make_url(pg_url)
     assert url.host and url.port
     proxy = tcp_proxy(url.host, url.port)
     through = url.set(host=proxy.host, port=proxy.port)
     engine = make_engine(DatabaseSettings(url=through.render_as_string(hide_password=False)))
+    lost, kept = _bytes(LARGE, 5), _bytes(LARGE, 9)
     try:
         with Session(engine) as session:
-            connection(session)  # connected before the proxy slows down
+            session.connection()  # connected before the proxy slows down
             # Each 64 kB chunk now takes 50 ms: the COPY of ~2.5 MB takes
             # about two seconds, and the cut lands in the middle of it.
             proxy.set_delay(0.05)
@@ -91,12 +119,17 @@ def test_connection_lost_mid_copy_is_a_lost_connection(
             cut.start()
             try:
                 with pytest.raises(DBAPIError) as raised:
-                    insert_streamed(session, Blob, _blob("e" * 64, _bytes(LARGE, 5)), "data")
+                    insert_streamed(session, Blob, _blob("e" * 64, lost), "data")
             finally:
                 cut.join()
             assert raised.value.connection_invalidated
-            assert "COPY" in str(raised.value)
-        assert _stored(direct) == {}
+            assert "COPY blob" in str(raised.value)
+        proxy.set_delay(0)
+        # The pool hands out a new connection, not the broken one.
+        with Session(engine) as session:
+            insert_streamed(session, Blob, _blob("9" * 64, kept), "data")
+            session.commit()
+        assert _stored(direct) == {"9" * 64: (LARGE, kept)}
     finally:
         engine.dispose()
         direct.dispose()
