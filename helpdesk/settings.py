@@ -29,6 +29,9 @@ MASK = "********"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+MAX_MESSAGE_SIZE_LIMIT = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class HelpdeskSettings:
     name: str = "Example Support"
@@ -433,8 +436,11 @@ def validate(s: Settings) -> None:
             _check_address(entry, f"helpdesk.staff[{i}]")
     _check_zone(h.timezone, "helpdesk.timezone")
     _check_zone(s.sla.timezone, "sla.timezone")
-    if h.max_message_size <= 0:
-        raise ConfigError("helpdesk.max_message_size", "must be positive")
+    if not 0 < h.max_message_size <= MAX_MESSAGE_SIZE_LIMIT:
+        # A whole message is held in memory and stored as one value, and
+        # PostgreSQL's bytea stops at 1 GB: a bound well below both.
+        raise ConfigError("helpdesk.max_message_size",
+                          f"must be between 1 and {MAX_MESSAGE_SIZE_LIMIT} bytes (256 MiB)")
     if not 0 <= h.parse_workers <= 32:
         raise ConfigError("helpdesk.parse_workers", "must be between 0 and 32")
     if h.log_format not in ("kv", "json"):

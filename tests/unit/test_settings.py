@@ -76,6 +76,8 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
     [
         ('[helpdesk]\nsupport_address = "nope"\n', "helpdesk.support_address", "email"),
         ('[helpdesk]\nmax_message_size = "big"\n', "helpdesk.max_message_size", "whole number"),
+        ("[helpdesk]\nmax_message_size = 0\n", "helpdesk.max_message_size", "between 1 and"),
+        ("[helpdesk]\nmax_message_size = 268435457\n", "helpdesk.max_message_size", "256 MiB"),
         ("[helpdesk]\nparse_workers = -1\n", "helpdesk.parse_workers", "between 0 and 32"),
         ('[helpdesk]\nstaff = ["@localhost"]\n', "helpdesk.staff[0]", "domain"),
         ('[helpdesk]\ntimezone = "Mars/Olympus"\n', "helpdesk.timezone", "time zone"),
