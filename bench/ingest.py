@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from pathlib import Path
 from aioimaplib import aioimaplib
 from sqlalchemy import create_engine, text
 
-from bench import corpus, servers
+from bench import corpus, cpu, servers
 from bench.report import Figure, show
 from helpdesk.ingest.imap import uid_set
 from helpdesk.ingest.parse import parse_email
@@ -108,6 +109,12 @@ class Run:
     cpu_seconds: float
     phases: dict[str, float]  # the daemon's ingest, periodic and send seconds
     counts: dict[str, int]
+    server_cpu: dict[str, float]  # CPU seconds each server spent during the run
+
+    def cpu_per_message(self) -> dict[str, float]:
+        """Milliseconds of CPU per message: the daemon's, then each server's."""
+        spent = {"daemon": self.cpu_seconds, **self.server_cpu}
+        return {who: seconds * 1000 / self.n for who, seconds in spent.items()}
 
     @property
     def rate(self) -> float:
@@ -124,7 +131,15 @@ def run_once(db: str, mails: Sequence[corpus.Mail], server: Dovecot,
         config = write_config(folder, db_url=url, inbound=servers.imap_inbound(account),
                               outbound={"kind": "maildir", "path": str(folder / "sent")})
         servers.upgrade(config, folder / "upgrade.log")
+        roots = {"Dovecot": server.master_pid}
+        postmaster = servers.postmaster_pid(url) if db == "postgres" else None
+        if postmaster is not None:
+            roots["PostgreSQL"] = postmaster
+        before = {name: cpu.tree_seconds(pid) for name, pid in roots.items()}
         result = servers.helpdesk(config, "run", "--once", log=folder / "run.log")
+        if postmaster is not None:
+            servers.wait_for_no_backends(url)
+        server_cpu = {name: cpu.tree_seconds(pid) - before[name] for name, pid in roots.items()}
         counts = _counts(url)
         phases = _phases(folder / "run.log")
     counts["processed"] = int(result.summary.get("processed", 0))
@@ -132,7 +147,7 @@ def run_once(db: str, mails: Sequence[corpus.Mail], server: Dovecot,
     if counts["processed"] != len(mails) or left:
         raise RuntimeError(f"{db}: processed {counts['processed']} of {len(mails)}; "
                            f"{left} left in INBOX")
-    return Run(len(mails), result.seconds, result.cpu_seconds, phases, counts)
+    return Run(len(mails), result.seconds, result.cpu_seconds, phases, counts, server_cpu)
 
 
 def _fits(pilot: Run, budget: float) -> int:
@@ -196,12 +211,22 @@ def run(n: int = 5000, dbs: Sequence[str] = servers.DB_KINDS, seed: int = 1,
             print(f"   {db}: run --once {r.seconds:.1f} s for {r.n:,} -> {r.rate:,.1f} msg/s "
                   f"({r.n / r.cpu_seconds:,.1f} msg per CPU-second of the daemon){split}; "
                   f"{r.counts}", flush=True)
+            per = r.cpu_per_message()
+            total = sum(per.values())
+            cores = os.cpu_count() or 1
+            bound = cores * 1000 / total if total == total and total > 0 else float("nan")
+            spent = ", ".join(f"{who} {ms:.2f}" for who, ms in per.items())
+            print(f"   {db}: CPU per message, ms: {spent}; {total:.2f} in all -> {cores} cores "
+                  f"at that cost: at most {bound:,.0f} msg/s", flush=True)
             note = f"N={r.n:,}" + ("" if r.n == n else f" (cut from {n:,})")
             extra = {"seconds": r.seconds, "cpu_seconds": r.cpu_seconds,
                      "phase_seconds": r.phases, "n": r.n, **r.counts,
                      "pilot_rate": pilots[db].rate if db in pilots else None}
             figures.append(Figure("ingest", "end to end (run --once)", db, r.rate, "msg/s",
                                   TARGETS[db], note=note, extra=extra))
+            figures.append(Figure("ingest", "CPU bound: cores / CPU per message (daemon, servers)",
+                                  db, bound, "msg/s", note=f"ms per message: {spent}",
+                                  extra={"ms_per_message": per, "cores": cores}))
             moved = r.n / r.phases["ingest"]
             figures.append(Figure("ingest", "fetched .. committed, queued, MOVEd (ingest phase)",
                                   db, moved, "msg/s", TARGETS[db],

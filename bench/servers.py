@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from sqlalchemy import make_url
+
+from bench import cpu
 from tests.support.dovecot import Dovecot, ImapAccount, find_binary, quote
 from tests.support.services import DEFAULT_PG_URL, PG_URL_VARIABLE, scratch_database
 
@@ -141,6 +145,33 @@ def new_account(server: Dovecot, prefix: str = "bench") -> ImapAccount:
 
 def pg_base_url() -> str:
     return os.environ.get(PG_URL_VARIABLE, DEFAULT_PG_URL)
+
+
+def postmaster_pid(url: str) -> int | None:
+    """The local PostgreSQL server's main process (every backend's parent),
+    or None when the server of ``url`` is not a process on this machine."""
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    parent = cpu.parent_of(int(row[0])) if row else None
+    if parent is None or "postgres" not in cpu.command_of(parent):
+        return None  # a remote server, or a pid that is some other local process
+    return parent
+
+
+def wait_for_no_backends(url: str, timeout: float = 5.0) -> None:
+    """Until no other session is connected to ``url``'s database: the
+    daemon's backends have exited, and their CPU time is their parent's."""
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(plain, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+            if row is not None and row[0] == 0:
+                return
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -138,6 +138,13 @@ class Dovecot(Managed):
         return self._port
 
     @property
+    def master_pid(self) -> int:
+        """Dovecot's master process, which forks a process per connection."""
+        if self._process is None:
+            raise DovecotError("Dovecot is not running")
+        return self._master_pid(self._process)
+
+    @property
     def directory(self) -> Path:
         if self._dir is None:
             raise DovecotError("Dovecot is not running")
