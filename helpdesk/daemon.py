@@ -26,15 +26,14 @@ from helpdesk.ingest.pipeline import Outcome, Pipeline
 from helpdesk.ingest.source import Acknowledgement, Fetched, Source
 from helpdesk.logs import log
 from helpdesk.sender import OutboxSender
-from helpdesk.settings import InboundSettings
+from helpdesk.settings import FETCH_HEADROOM, InboundSettings
 from helpdesk.sla.tick import SlaTicker, next_due
 
 logger = logging.getLogger(__name__)
-HEADROOM = 1024 * 1024  # fetch limit above max_message_size, to see what is too large
 
 
 def make_source(app: App, cfg: InboundSettings) -> Source:
-    limit = cfg.max_fetch_bytes or app.settings.helpdesk.max_message_size + HEADROOM
+    limit = cfg.max_fetch_bytes or app.settings.helpdesk.max_message_size + FETCH_HEADROOM
     if cfg.kind == "imap":
         return ImapSource(cfg, limit)
     return MaildirSource(cfg.path, limit, poll_interval=min(cfg.poll_interval, 1.0))

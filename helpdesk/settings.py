@@ -29,7 +29,12 @@ MASK = "********"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+# A whole message is held in memory and stored as one value, and a
+# PostgreSQL field holds at most 1 GB (manual, Appendix K): well below both.
 MAX_MESSAGE_SIZE_LIMIT = 256 * 1024 * 1024
+# Fetched beyond max_message_size, so that what is too large is seen whole
+# enough to be told apart (and quarantined with its headers).
+FETCH_HEADROOM = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -437,8 +442,6 @@ def validate(s: Settings) -> None:
     _check_zone(h.timezone, "helpdesk.timezone")
     _check_zone(s.sla.timezone, "sla.timezone")
     if not 0 < h.max_message_size <= MAX_MESSAGE_SIZE_LIMIT:
-        # A whole message is held in memory and stored as one value, and
-        # PostgreSQL's bytea stops at 1 GB: a bound well below both.
         raise ConfigError("helpdesk.max_message_size",
                           f"must be between 1 and {MAX_MESSAGE_SIZE_LIMIT} bytes (256 MiB)")
     if not 0 <= h.parse_workers <= 32:
@@ -464,6 +467,9 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{key}.acknowledge", "must be 'move' or 'seen'")
         if src.poll_interval <= 0:
             raise ConfigError(f"{key}.poll_interval", "must be positive")
+        if not 0 <= src.max_fetch_bytes <= MAX_MESSAGE_SIZE_LIMIT + FETCH_HEADROOM:
+            raise ConfigError(f"{key}.max_fetch_bytes", "must be between 0 (max_message_size "
+                              f"plus 1 MiB) and {MAX_MESSAGE_SIZE_LIMIT + FETCH_HEADROOM} bytes")
         if not 0 < src.batch_size <= 5000:
             raise ConfigError(f"{key}.batch_size", "must be between 1 and 5000")
     o = s.outbound

@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from helpdesk.errors import ConfigError
-from helpdesk.settings import load_settings, mask_url, masked
+from helpdesk.settings import (
+    FETCH_HEADROOM,
+    MAX_MESSAGE_SIZE_LIMIT,
+    load_settings,
+    mask_url,
+    masked,
+)
 
 GOOD = """
 [helpdesk]
@@ -78,6 +84,10 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
         ('[helpdesk]\nmax_message_size = "big"\n', "helpdesk.max_message_size", "whole number"),
         ("[helpdesk]\nmax_message_size = 0\n", "helpdesk.max_message_size", "between 1 and"),
         ("[helpdesk]\nmax_message_size = 268435457\n", "helpdesk.max_message_size", "256 MiB"),
+        ('[[inbound]]\nkind = "maildir"\npath = "m"\nmax_fetch_bytes = -1\n',
+         "inbound[0].max_fetch_bytes", "between 0"),
+        ('[[inbound]]\nkind = "maildir"\npath = "m"\nmax_fetch_bytes = 269484033\n',
+         "inbound[0].max_fetch_bytes", "269484032 bytes"),
         ("[helpdesk]\nparse_workers = -1\n", "helpdesk.parse_workers", "between 0 and 32"),
         ('[helpdesk]\nstaff = ["@localhost"]\n', "helpdesk.staff[0]", "domain"),
         ('[helpdesk]\ntimezone = "Mars/Olympus"\n', "helpdesk.timezone", "time zone"),
@@ -113,3 +123,11 @@ def test_example_config_is_valid() -> None:
     s = load_settings(example, {})
     assert s.helpdesk.support_address == "support@example.test"
     assert dict(s.sla.hours)["mon"][0].start.hour == 9
+
+
+def test_the_largest_sizes_allowed_are_accepted(tmp_path: Path) -> None:
+    text = ("[helpdesk]\nmax_message_size = 268435456\n"
+            '[[inbound]]\nkind = "maildir"\npath = "m"\nmax_fetch_bytes = 269484032\n')
+    s = load_settings(_write(tmp_path, text), {})
+    assert s.helpdesk.max_message_size == MAX_MESSAGE_SIZE_LIMIT
+    assert s.inbound[0].max_fetch_bytes == MAX_MESSAGE_SIZE_LIMIT + FETCH_HEADROOM
