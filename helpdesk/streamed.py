@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-import psycopg
 from sqlalchemy import (
     BigInteger,
     Connection,
@@ -39,7 +38,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.selectable import Select
 from sqlalchemy.types import LargeBinary, TypeDecorator, TypeEngine
@@ -58,8 +57,9 @@ _SIZE = "zeroblob_size"  # not a column name: SQLAlchemy reserves those for VALU
 # type's binary form (network byte order); -1 where a row would start ends it.
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_END = struct.pack("!h", -1)
-_INTEGERS = ((BigInteger, "!iq", 8), (SmallInteger, "!ih", 2), (Integer, "!ii", 4))
-_UNIQUE_VIOLATION = "23505"  # SQLSTATE
+# Subclasses before Integer, which they are too.
+_INTEGERS: tuple[tuple[type[Integer], str, int], ...] = (
+    (BigInteger, "!iq", 8), (SmallInteger, "!ih", 2), (Integer, "!ii", 4))
 _SAVEPOINT = "helpdesk_streamed"
 
 
@@ -110,8 +110,9 @@ def _into_sqlite(conn: Connection, model: type[SQLModel], row: Row, column_name:
         raise_driver_error(conn, exc, f"(incremental blob write into {where})", (), None)
 
 
-def _field(value: Any, kind: TypeEngine[Any]) -> bytes:
-    """One column value of a binary COPY row: its length, then its bytes."""
+def _field(value: Any, kind: TypeEngine[Any], encoding: str) -> bytes:
+    """One column value of a binary COPY row: its length, then its bytes
+    (text in the connection's client encoding, as COPY reads it)."""
     if value is None:
         return struct.pack("!i", -1)
     while isinstance(kind, TypeDecorator):  # SQLModel's AutoString is one, over VARCHAR
@@ -120,7 +121,7 @@ def _field(value: Any, kind: TypeEngine[Any]) -> bytes:
         if isinstance(kind, integer):
             return struct.pack(layout, width, int(value))
     if isinstance(kind, String):
-        data = str(value).encode("utf-8")
+        data = str(value).encode(encoding)
         return struct.pack("!i", len(data)) + data
     if isinstance(kind, LargeBinary):
         data = bytes(value)
@@ -137,34 +138,46 @@ def _exists(model: type[SQLModel], key: tuple[str, ...]) -> Select[Any]:
 
 def _into_postgresql(conn: Connection, model: type[SQLModel], row: Row, column_name: str,
                      key: tuple[str, ...]) -> None:
-    if key and conn.execute(_exists(model, key), {name: row[name] for name in key}).first():
+    if not key:
+        _copy_row(conn, model, row, column_name)
+        return
+    probe = _exists(model, key)
+    values = {name: row[name] for name in key}
+    if conn.execute(probe, values).first():
         return  # those bytes are stored already: none of them need sending
-    if key:
-        conn.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
+    conn.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
     try:
         _copy_row(conn, model, row, column_name)
-    except DBAPIError as exc:
-        if not key or getattr(exc.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
-            raise
+    except IntegrityError:
+        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        if not conn.execute(probe, values).first():
+            raise  # not the key: the row itself is at fault
         # Another writer stored the same key since we looked: as ON
         # CONFLICT DO NOTHING would, keep theirs.
-        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
-    if key:
-        conn.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    conn.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
 
 def _copy_row(conn: Connection, model: type[SQLModel], row: Row, column_name: str) -> None:
     """COPY one row whose ``column_name`` is sent in slices, the last field."""
+    import psycopg  # only PostgreSQL deployments need it loaded
+
     table = model_table(model)
     names = [name for name in row if name != column_name]
+    # COPY applies the server's defaults only, not those SQLAlchemy would
+    # have filled in for an INSERT: every such column must be given.
+    unfilled = [c.name for c in table.columns if c.default is not None and c.name not in row]
+    if unfilled:
+        raise ValueError(f"COPY into {table.name} needs values for {unfilled}")
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
     quote = conn.dialect.identifier_preparer.quote
     columns = ", ".join(quote(name) for name in [*names, column_name])
     sql = f"COPY {quote(table.name)} ({columns}) FROM STDIN (FORMAT binary)"
     data: bytes = row[column_name]
+    encoding = driver.info.encoding
     head = _COPY_HEADER + struct.pack("!h", len(names) + 1) + b"".join(
-        _field(row[name], table.c[name].type) for name in names) + struct.pack("!i", len(data))
-    driver = conn.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
+        _field(row[name], table.c[name].type, encoding) for name in names
+    ) + struct.pack("!i", len(data))
     try:
         with driver.cursor() as cursor, cursor.copy(sql) as copy:
             copy.write(head)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
+from helpdesk import streamed
 from helpdesk.db import ensure_schema, make_engine
 from helpdesk.models import Blob, InboundRaw
 from helpdesk.settings import DatabaseSettings
@@ -57,13 +59,38 @@ def test_keyed_rows_are_written_once_and_savepoints_hold(schema_engine: Engine) 
     assert _stored(schema_engine) == {"a" * 64: (LARGE, first), "c" * 64: (LARGE, kept)}
 
 
-def test_values_up_to_the_limit_are_bound_as_usual(schema_engine: Engine) -> None:
-    small = _bytes(STREAM_ABOVE, 4)
+def test_values_up_to_the_limit_are_bound_and_larger_ones_streamed(
+    schema_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the other path was taken")
+
+    at_limit, above = _bytes(STREAM_ABOVE, 4), _bytes(STREAM_ABOVE + 1, 10)
     with Session(schema_engine) as session:
-        insert_streamed(session, Blob, _blob("d" * 64, small), "data", key=["sha256"])
-        insert_streamed(session, Blob, _blob("d" * 64, b"other"), "data", key=["sha256"])
+        with monkeypatch.context() as patched:
+            patched.setattr(streamed, "_into_sqlite", refuse)
+            patched.setattr(streamed, "_into_postgresql", refuse)
+            insert_streamed(session, Blob, _blob("d" * 64, at_limit), "data", key=["sha256"])
+            insert_streamed(session, Blob, _blob("d" * 64, b"other"), "data", key=["sha256"])
+        with monkeypatch.context() as patched:
+            patched.setattr(streamed, "insert_missing", refuse)
+            insert_streamed(session, Blob, _blob("1" * 64, above), "data", key=["sha256"])
         session.commit()
-    assert _stored(schema_engine) == {"d" * 64: (STREAM_ABOVE, small)}
+    assert _stored(schema_engine) == {"d" * 64: (STREAM_ABOVE, at_limit),
+                                      "1" * 64: (STREAM_ABOVE + 1, above)}
+
+
+def test_a_keyed_row_at_fault_itself_still_fails(schema_engine: Engine) -> None:
+    data = _bytes(LARGE, 11)
+    with Session(schema_engine) as session:
+        nested = session.begin_nested()
+        with pytest.raises(IntegrityError):  # size is NOT NULL: not a clash on the key
+            insert_streamed(session, Blob, {"sha256": "2" * 64, "size": None, "data": data},
+                            "data", key=["sha256"])
+        nested.rollback()
+        insert_streamed(session, Blob, _blob("2" * 64, data), "data", key=["sha256"])
+        session.commit()
+    assert _stored(schema_engine) == {"2" * 64: (LARGE, data)}
 
 
 def _pg_engine(url: str) -> Engine:
@@ -74,24 +101,38 @@ def _pg_engine(url: str) -> Engine:
 
 
 @pytest.mark.postgres
-def test_a_writer_racing_with_the_same_key_wins_and_ours_goes_on(pg_url: str) -> None:
+def test_a_writer_racing_with_the_same_key_wins_and_ours_goes_on(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = _pg_engine(pg_url)
     theirs, ours, later = _bytes(LARGE, 6), _bytes(LARGE, 7), _bytes(LARGE, 8)
     rival = create_engine(pg_url)
+    clashes: list[str] = []
     try:
         with rival.connect() as other, Session(engine) as session:
             other.execute(text("INSERT INTO blob (sha256, size, data) VALUES (:k, :s, :d)"),
                           {"k": "f" * 64, "s": len(theirs), "d": theirs})
-            # Not committed yet: our look finds nothing, and our COPY waits
-            # on their key until they commit, then meets it.
-            done = threading.Timer(0.5, other.commit)
-            done.start()
-            try:
-                insert_streamed(session, Blob, _blob("f" * 64, ours), "data", key=["sha256"])
-            finally:
-                done.join()
+            copy_row = streamed._copy_row
+
+            def racing(*args: Any) -> None:
+                # Our look found nothing (theirs is not committed); now our
+                # COPY waits on their key, and meets it when they commit.
+                monkeypatch.setattr(streamed, "_copy_row", copy_row)  # the first COPY only
+                done = threading.Timer(0.3, other.commit)
+                done.start()
+                try:
+                    copy_row(*args)
+                except IntegrityError as exc:
+                    clashes.append(str(getattr(exc.orig, "sqlstate", "")))
+                    raise
+                finally:
+                    done.join()
+
+            monkeypatch.setattr(streamed, "_copy_row", racing)
+            insert_streamed(session, Blob, _blob("f" * 64, ours), "data", key=["sha256"])
             insert_streamed(session, Blob, _blob("0" * 64, later), "data", key=["sha256"])
             session.commit()
+        assert clashes == ["23505"]  # unique_violation: the race was run, and lost
         assert _stored(engine) == {"f" * 64: (LARGE, theirs), "0" * 64: (LARGE, later)}
     finally:
         rival.dispose()
