@@ -18,20 +18,25 @@ from pathlib import Path
 _PROC = Path("/proc")
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name, or None when
+    the process is gone. proc(5) numbers the fields from 1; here field n is
+    at index n - 3 (ppid 4 at 1, utime 14 to cstime 17 at 11 to 14)."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name, in parentheses, may hold spaces: split after it.
+    return text[text.rindex(")") + 2:].split()
+
+
 def _stats() -> dict[int, tuple[int, int]]:
     """pid -> (parent pid, clock ticks: own user+system and reaped children's)."""
     found: dict[int, tuple[int, int]] = {}
     for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        # The command name, in parentheses, may hold spaces: split after it.
-        fields = text[text.rindex(")") + 2:].split()
-        # proc(5): ppid is field 4, utime 14, stime 15, cutime 16, cstime 17.
-        found[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]))
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if fields is not None:
+            found[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]))
     return found
 
 
@@ -56,15 +61,16 @@ def tree_seconds(root: int) -> float:
 
 
 def parent_of(pid: int) -> int | None:
-    try:
-        text = (_PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return int(text[text.rindex(")") + 2:].split()[1])
+    """The parent of a live process, or None when it is gone."""
+    fields = _stat(pid)
+    return int(fields[1]) if fields is not None else None
 
 
-def command_of(pid: int) -> str:
+def command_line(pid: int) -> str:
+    """The process's command line (a PostgreSQL backend shows its client
+    there), "" when it is gone."""
     try:
-        return (_PROC / str(pid) / "comm").read_text().strip()
+        return (_PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace").strip()
     except OSError:
         return ""

@@ -147,24 +147,31 @@ def pg_base_url() -> str:
     return os.environ.get(PG_URL_VARIABLE, DEFAULT_PG_URL)
 
 
+def _libpq_url(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def postmaster_pid(url: str) -> int | None:
     """The local PostgreSQL server's main process (every backend's parent),
-    or None when the server of ``url`` is not a process on this machine."""
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(plain) as conn:
-        row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    parent = cpu.parent_of(int(row[0])) if row else None
-    if parent is None or "postgres" not in cpu.command_of(parent):
-        return None  # a remote server, or a pid that is some other local process
-    return parent
+    or None when the server of ``url`` is not a process on this machine.
+
+    Read while connected: the backend is then alive, and it is ours only if
+    its process title names our connection's client port."""
+    with psycopg.connect(_libpq_url(url)) as conn:
+        row = conn.execute("SELECT pg_backend_pid(), inet_client_port()").fetchone()
+        if row is None or row[1] is None:
+            return None  # a Unix socket: no port to recognise it by
+        backend, port = int(row[0]), int(row[1])
+        if f"({port})" not in cpu.command_line(backend):
+            return None  # a remote server, or that pid is some other local process
+        return cpu.parent_of(backend)
 
 
 def wait_for_no_backends(url: str, timeout: float = 5.0) -> None:
     """Until no other session is connected to ``url``'s database: the
     daemon's backends have exited, and their CPU time is their parent's."""
-    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     deadline = time.monotonic() + timeout
-    with psycopg.connect(plain, autocommit=True) as conn:
+    with psycopg.connect(_libpq_url(url), autocommit=True) as conn:
         while time.monotonic() < deadline:
             row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity "
@@ -172,6 +179,8 @@ def wait_for_no_backends(url: str, timeout: float = 5.0) -> None:
             if row is not None and row[0] == 0:
                 return
             time.sleep(0.05)
+    print(f"   warning: sessions still open on the database after {timeout:.0f} s; "
+          "the PostgreSQL CPU figure may miss their time", flush=True)
 
 
 @contextlib.contextmanager

@@ -36,8 +36,33 @@ def test_reaped_children_count_towards_the_tree() -> None:
         # The grandchild is gone: only its reaped time can account for this.
         assert after - before >= BURN * 0.9
         assert cpu.parent_of(child.pid) is not None
-        assert "python" in cpu.command_of(child.pid)
+        assert "-c" in cpu.command_line(child.pid)
         child.stdin.close()
     # Exited and reaped: its pid no longer answers.
     assert math.isnan(cpu.tree_seconds(child.pid))
     assert cpu.parent_of(child.pid) is None
+
+
+_BURNING_PARENT = f"""
+import subprocess, sys
+burn = ("import sys, time\\nwhile time.process_time() < {BURN}: pass\\n"
+        "print(flush=True)\\nsys.stdin.read()")
+grandchild = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+grandchild.stdout.readline()
+print("burnt", flush=True)
+sys.stdin.read()
+grandchild.stdin.close()
+grandchild.wait()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_live_descendants_count_towards_the_tree() -> None:
+    with subprocess.Popen([sys.executable, "-c", _BURNING_PARENT], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "burnt"
+        # The grandchild has burnt its time and is still alive, not reaped.
+        assert cpu.tree_seconds(child.pid) >= BURN * 0.9
+        child.stdin.close()
