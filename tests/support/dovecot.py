@@ -9,8 +9,8 @@ Usage::
 
 ``Dovecot`` writes a self-contained configuration into a fresh temporary directory, runs
 ``dovecot -F`` (foreground, so the master is our child and can always be reaped), waits for the
-IMAP greeting on a free loopback port and, on ``stop()``, sends SIGTERM to the pid in
-``<dir>/run/master.pid`` and waits for the master to exit. ``start()`` cleans up after itself
+IMAP greeting on a free loopback port and, on ``stop()``, sends SIGTERM to the master (that
+child) and waits for it to exit. ``start()`` cleans up after itself
 when it fails and prints Dovecot's log; an ``atexit`` hook stops any server still running when
 the interpreter exits, so an aborted test run does not leave a daemon behind.
 
@@ -142,7 +142,8 @@ class Dovecot(Managed):
         """Dovecot's master process, which forks a process per connection."""
         if self._process is None:
             raise DovecotError("Dovecot is not running")
-        return self._master_pid(self._process)
+        # Started with -F: the master stays in the foreground, our child.
+        return self._process.pid
 
     @property
     def directory(self) -> Path:
@@ -304,7 +305,7 @@ class Dovecot(Managed):
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._master_pid(process), signal.SIGTERM)
+                os.kill(process.pid, signal.SIGTERM)  # -F: the master itself
             try:
                 process.wait(timeout=_STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -314,14 +315,6 @@ class Dovecot(Managed):
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-
-    def _master_pid(self, process: subprocess.Popen[bytes]) -> int:
-        pid_file = self.directory / "run" / "master.pid"
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text().strip())
-            if pid == process.pid:
-                return pid
-        return process.pid
 
     # -- accounts --------------------------------------------------------------------------
 
