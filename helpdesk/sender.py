@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine
 from helpdesk import outbox
 from helpdesk.clock import Clock
 from helpdesk.db import session_scope
+from helpdesk.hangup import hang_up
 from helpdesk.ingest.maildir import ensure_maildir
 from helpdesk.logs import log
 from helpdesk.outbox import Claimed
@@ -210,11 +211,15 @@ class SmtpTransport:
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        if client is not None and client.is_connected:
+        if client is None:
+            return
+        transport = client.transport
+        if client.is_connected:
             try:
                 await client.quit()
             except Exception:
                 client.close()
+        await hang_up(transport)
 
 
 def _mail(row: Claimed) -> Mail:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from aioimaplib import aioimaplib
 
 from helpdesk.errors import SystemUnwellError
+from helpdesk.hangup import hang_up
 from helpdesk.ingest.source import Acknowledgement, Fetched
 from helpdesk.settings import InboundSettings
 
@@ -211,9 +212,7 @@ class ImapSource:
             await asyncio.wait_for(client.logout(), 2)
         except Exception:  # best effort: the connection may already be gone
             pass
-        transport = getattr(client.protocol, "transport", None)
-        if transport is not None:
-            transport.close()
+        await hang_up(getattr(client.protocol, "transport", None))
 
     def _require(self) -> aioimaplib.IMAP4:
         if self._client is None or self._lost.is_set():

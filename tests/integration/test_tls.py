@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpdesk.ingest.imap import ImapSource
+from helpdesk.sender import SmtpTransport
+from helpdesk.settings import InboundSettings, OutboundSettings
 from tests.support.config import cli, cli_json, imap_inbound, smtp_outbound, write_config
 from tests.support.dovecot import Dovecot, ImapAccount
 from tests.support.mail import make_mail
@@ -108,3 +112,50 @@ def test_smtp_over_implicit_tls(tls_files: TlsFiles, tmp_path: Path) -> None:
         waiting = cli_json(untrusted, "outbox", "list", "--status", "queued")
         assert {r["to"] for r in waiting} == {"dan@client.test", "team@example.test"}
         assert all("CERTIFICATE_VERIFY_FAILED" in r["last_error"] for r in waiting)
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_closing_the_smtp_connection_closes_its_socket(tls_files: TlsFiles, security: str
+                                                       ) -> None:
+    """Once ``close`` returns, the socket is closed: a TLS close that still
+    waits for the server's close_notify would leave it open when ``run
+    --once`` ends its event loop."""
+    with SmtpCapture(tls=tls_files, implicit_tls=security == "tls") as server:
+        cfg = OutboundSettings(kind="smtp", host=server.host, port=server.port,
+                               security=security, ca_file=str(tls_files.ca), timeout=10)
+
+        async def send_and_close() -> tuple[bool, int]:
+            transport = SmtpTransport(cfg)
+            result = await transport.send("helpdesk@example.test", ["carol@client.test"],
+                                          make_mail(sender="helpdesk@example.test"))
+            client = transport._client
+            assert client is not None and client.transport is not None
+            sock = client.transport.get_extra_info("socket")
+            await transport.close()
+            return result.ok, sock.fileno()
+
+        ok, fileno = asyncio.run(send_and_close())
+    assert ok and len(server.messages) == 1
+    assert fileno == -1
+
+
+@pytest.mark.dovecot
+@pytest.mark.parametrize("mode", ["tls", "starttls"])
+def test_closing_the_imap_connection_closes_its_socket(
+    mode: str, tls_dovecot: Dovecot, tls_account: ImapAccount, tls_files: TlsFiles
+) -> None:
+    """The same for IMAP after LOGOUT."""
+    port = tls_dovecot.tls_port if mode == "tls" else tls_account.port
+    assert port is not None
+    cfg = InboundSettings(**imap_inbound(tls_account, security=mode, port=port,
+                                         ca_file=str(tls_files.ca)))
+
+    async def open_and_close() -> int:
+        source = ImapSource(cfg, max_bytes=1 << 20)
+        await source.open()
+        assert source._client is not None
+        sock = source._client.protocol.transport.get_extra_info("socket")
+        await source.close()
+        return int(sock.fileno())
+
+    assert asyncio.run(open_and_close()) == -1
