@@ -123,9 +123,9 @@ def _pg_version() -> str:
         from sqlalchemy.engine import make_url
 
         from bench.servers import pg_base_url
-        from tests.support.services import _libpq
+        from tests.support.services import libpq_url
 
-        with psycopg.connect(_libpq(make_url(pg_base_url())), connect_timeout=3) as conn:
+        with psycopg.connect(libpq_url(make_url(pg_base_url())), connect_timeout=3) as conn:
             row = conn.execute("SHOW server_version").fetchone()
         return str(row[0]).split(" ")[0] if row else "unknown"
     except Exception:

@@ -30,7 +30,12 @@ from sqlalchemy import make_url
 
 from bench import cpu
 from tests.support.dovecot import Dovecot, ImapAccount, find_binary, quote
-from tests.support.services import DEFAULT_PG_URL, PG_URL_VARIABLE, scratch_database
+from tests.support.services import (
+    DEFAULT_PG_URL,
+    PG_URL_VARIABLE,
+    libpq_url,
+    scratch_database,
+)
 
 PASSWORD = "secret"
 DB_KINDS = ("sqlite", "postgres")
@@ -147,17 +152,13 @@ def pg_base_url() -> str:
     return os.environ.get(PG_URL_VARIABLE, DEFAULT_PG_URL)
 
 
-def _libpq_url(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def postmaster_pid(url: str) -> int | None:
     """The local PostgreSQL server's main process (every backend's parent),
     or None when the server of ``url`` is not a process on this machine.
 
     Read while connected: the backend is then alive, and it is ours only if
     its process title names our connection's client port."""
-    with psycopg.connect(_libpq_url(url)) as conn:
+    with psycopg.connect(libpq_url(make_url(url))) as conn:
         row = conn.execute("SELECT pg_backend_pid(), inet_client_port()").fetchone()
         if row is None or row[1] is None:
             return None  # a Unix socket: no port to recognise it by
@@ -171,7 +172,7 @@ def wait_for_no_backends(url: str, timeout: float = 5.0) -> None:
     """Until no other session is connected to ``url``'s database: the
     daemon's backends have exited, and their CPU time is their parent's."""
     deadline = time.monotonic() + timeout
-    with psycopg.connect(_libpq_url(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(make_url(url)), autocommit=True) as conn:
         while time.monotonic() < deadline:
             row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity "

@@ -91,21 +91,21 @@ def _drop_database(conn: psycopg.Connection[TupleRow], name: str) -> None:
 
 def _admin_connection(base: URL) -> psycopg.Connection[TupleRow]:
     # CREATE/DROP DATABASE cannot run inside a transaction block.
-    return psycopg.connect(_libpq(base), autocommit=True, connect_timeout=5)
+    return psycopg.connect(libpq_url(base), autocommit=True, connect_timeout=5)
 
 
 @functools.cache
 def _connection_error(url: str) -> str | None:
     """Why ``url`` cannot be reached, or None; cached so a missing server costs one timeout."""
     try:
-        with psycopg.connect(_libpq(make_url(url)), connect_timeout=3) as conn:
+        with psycopg.connect(libpq_url(make_url(url)), connect_timeout=3) as conn:
             conn.execute("SELECT 1")
     except (psycopg.Error, ArgumentError) as exc:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return None
 
 
-def _libpq(url: URL) -> str:
+def libpq_url(url: URL) -> str:
     """A libpq connection URI for a SQLAlchemy URL (``postgresql+psycopg://`` -> ``postgresql://``)."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
