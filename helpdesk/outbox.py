@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Table, bindparam, case, func, update
+from sqlalchemy import Connection, bindparam, case, func, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, select
 
@@ -22,15 +22,15 @@ from helpdesk.compose import Outgoing
 from helpdesk.logs import log
 from helpdesk.models import Outbox, Undeliverable
 from helpdesk.prepared import run
-from helpdesk.rows import connection, insert_returning_id
+from helpdesk.rows import connection, insert_returning_id, model_table
 from helpdesk.settings import OutboundSettings
 
 logger = logging.getLogger(__name__)
 # Results are recorded one row per transaction, right after each send (a
 # crash can then repeat at most the mail in flight): Core statements on a
 # plain connection keep that cheap.
-_TABLE: Table = Outbox.__table__  # type: ignore[attr-defined]
-_UNDELIVERABLE: Table = Undeliverable.__table__  # type: ignore[attr-defined]
+_TABLE = model_table(Outbox)
+_UNDELIVERABLE = model_table(Undeliverable)
 _SENT = (
     update(_TABLE)
     .where(_TABLE.c.id == bindparam("row_id"))

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from sqlalchemy import Integer, Table, bindparam, text
+from sqlalchemy import Integer, bindparam, text
 from sqlalchemy import select as core_select
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, select
@@ -34,6 +34,7 @@ from helpdesk.rows import (
     insert_missing,
     insert_returning_id,
     insert_rows,
+    model_table,
     upsert,
 )
 from helpdesk.sla.deadlines import Status as SlaStatus
@@ -47,8 +48,8 @@ from helpdesk.threading.resolve import TicketFacts, referenced_ids
 STATUSES = ("new", "open", "pending", "resolved", "closed")
 _TICKET_COLUMNS = [c for c in Ticket.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
 
-_TICKETS: Table = Ticket.__table__  # type: ignore[attr-defined]
-_PARTICIPANTS: Table = Participant.__table__  # type: ignore[attr-defined]
+_TICKETS = model_table(Ticket)
+_PARTICIPANTS = model_table(Participant)
 # Asked once or twice per reply: built once (see helpdesk.rows).
 _BY_REFERENCE = select(Ticket).where(Ticket.reference == bindparam("ref"))
 _PEOPLE = select(Participant).where(Participant.ticket_id == bindparam("ticket_id"))

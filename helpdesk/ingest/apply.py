@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import getaddresses
 
-from sqlalchemy import Table, bindparam
+from sqlalchemy import bindparam
 from sqlalchemy import select as core_select
 from sqlmodel import Session, select
 
@@ -28,7 +28,7 @@ from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.logs import log
 from helpdesk.models import Message, Participant, ThreadId, Ticket, Undeliverable
 from helpdesk.prepared import run
-from helpdesk.rows import connection
+from helpdesk.rows import connection, model_table
 from helpdesk.sla.classify import classify_mail
 from helpdesk.sla.policy import Plan, Priority
 from helpdesk.threading import commands as staff_commands
@@ -50,9 +50,9 @@ from helpdesk.threading.tokens import parse_message_id
 logger = logging.getLogger(__name__)
 
 # Asked once per mail: built once (see helpdesk.rows).
-_MESSAGES: Table = Message.__table__  # type: ignore[attr-defined]
-_THREAD_IDS: Table = ThreadId.__table__  # type: ignore[attr-defined]
-_TICKETS: Table = Ticket.__table__  # type: ignore[attr-defined]
+_MESSAGES = model_table(Message)
+_THREAD_IDS = model_table(ThreadId)
+_TICKETS = model_table(Ticket)
 _SEEN = core_select(_MESSAGES.c.id).where(
     _MESSAGES.c.message_id == bindparam("mid"), _MESSAGES.c.direction == "inbound"
 ).limit(1)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
@@ -33,7 +33,7 @@ from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
 from helpdesk.models import InboundMail, InboundRaw, Quarantine
 from helpdesk.prepared import run
-from helpdesk.rows import connection, insert_id_unless_taken
+from helpdesk.rows import connection, insert_id_unless_taken, model_table
 from helpdesk.streamed import insert_streamed
 from helpdesk.threading.tokens import parse_message_id
 
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 # Statements run once or twice per message, built once (building a
 # statement costs more than SQLite takes to run it).
-_INBOUND: Table = InboundMail.__table__  # type: ignore[attr-defined]
+_INBOUND = model_table(InboundMail)
 _FOUND = select(_INBOUND.c.id, _INBOUND.c.status).limit(1)
 _BY_KEY = _FOUND.where(_INBOUND.c.dedup_key == bindparam("key"))
 _BY_KEY_OR_UID = _FOUND.where(or_(
