@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sqlite3
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from typing import Any
 
@@ -81,6 +81,13 @@ def insert_streamed(
         _into_postgresql(conn, model, row, column_name, tuple(key))
 
 
+def _slices(data: bytes) -> Iterator[memoryview]:
+    """``data`` in SLICE-sized views, none of them a copy."""
+    view = memoryview(data)
+    for start in range(0, len(view), SLICE):
+        yield view[start:start + SLICE]
+
+
 @cache
 def _zeroblob(model: type[SQLModel], column_name: str, key: tuple[str, ...]) -> Insert:
     table = model_table(model)
@@ -100,11 +107,10 @@ def _into_sqlite(conn: Connection, model: type[SQLModel], row: Row, column_name:
         return  # the key was taken: those bytes are stored already
     driver = conn.connection.driver_connection
     assert isinstance(driver, sqlite3.Connection)
-    view = memoryview(data)
     try:
         with driver.blobopen(model_table(model).name, column_name, int(rowid)) as blob:
-            for start in range(0, len(view), SLICE):
-                blob.write(view[start:start + SLICE])
+            for piece in _slices(data):
+                blob.write(piece)
     except sqlite3.Error as exc:
         where = f"{model_table(model).name}.{column_name} rowid {rowid}"
         raise_driver_error(conn, exc, f"(incremental blob write into {where})", (), None)
@@ -181,9 +187,8 @@ def _copy_row(conn: Connection, model: type[SQLModel], row: Row, column_name: st
     try:
         with driver.cursor() as cursor, cursor.copy(sql) as copy:
             copy.write(head)
-            view = memoryview(data)
-            for start in range(0, len(view), SLICE):
-                copy.write(view[start:start + SLICE])
+            for piece in _slices(data):
+                copy.write(piece)
             copy.write(_COPY_END)
     except psycopg.Error as exc:
         raise_driver_error(conn, exc, sql, (), None)
