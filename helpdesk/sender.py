@@ -164,7 +164,7 @@ class SmtpTransport:
             if cfg.username:
                 await client.login(cfg.username, cfg.password)
         except BaseException:
-            _discard(client)
+            await _discard(client)
             raise
         self._client = client
         return client
@@ -207,19 +207,17 @@ class SmtpTransport:
     async def _drop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            _discard(client)
+            await _discard(client)
 
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is None:
             return
-        transport = client.transport
+        transport = client.transport  # QUIT's close() forgets it
         if client.is_connected:
-            try:
-                await client.quit()
-            except Exception:
-                client.close()
-        await hang_up(transport)
+            with contextlib.suppress(Exception):
+                await client.quit()  # the polite goodbye; the socket goes below either way
+        await _discard(client, transport)
 
 
 def _mail(row: Claimed) -> Mail:
@@ -232,16 +230,14 @@ def _fields(row: Claimed) -> dict[str, object]:
             "ticket_id": row.ticket_id}
 
 
-def _discard(client: aiosmtplib.SMTP) -> None:
-    """Drop a connection we gave up on; abort() so a TLS transport does not
-    linger waiting for a close_notify exchange nobody will complete."""
-    transport = client.transport
-    try:
+async def _discard(client: aiosmtplib.SMTP, transport: object = None) -> None:
+    """Drop a connection, its socket with it (``hang_up``): also one given up
+    on, whose TLS close nobody would complete. ``transport``: the client's,
+    when it has already forgotten it."""
+    transport = client.transport if transport is None else transport
+    with contextlib.suppress(Exception):
         client.close()
-    except Exception:
-        pass
-    if isinstance(transport, asyncio.Transport):
-        transport.abort()
+    await hang_up(transport)
 
 
 def make_transport(cfg: OutboundSettings) -> Transport:
