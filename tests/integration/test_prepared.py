@@ -13,22 +13,24 @@ from sqlmodel import Session
 
 from helpdesk import prepared
 from helpdesk.models import Event, Participant, ThreadId, Ticket
-from helpdesk.rows import connection, insert_missing, insert_returning_id, insert_rows, upsert
+from helpdesk.rows import (
+    connection,
+    insert_missing,
+    insert_returning_id,
+    insert_rows,
+    model_table,
+    upsert,
+)
 
 NOW = datetime(2026, 12, 7, 9, 30, 15, 123456, tzinfo=UTC)
-_EVENTS = Event.__table__  # type: ignore[attr-defined]
-_TICKETS = Ticket.__table__  # type: ignore[attr-defined]
+_EVENTS = model_table(Event)
+_TICKETS = model_table(Ticket)
 _BY_KIND = select(_EVENTS.c.id, _EVENTS.c.actor).where(
     _EVENTS.c.kind == bindparam("kind"), _EVENTS.c.detail != "skip"
 ).order_by(_EVENTS.c.id)
 _RENAME = update(_EVENTS).where(_EVENTS.c.id == bindparam("row_id")).values(
     actor=bindparam("new_actor"))
 _IN = select(_EVENTS.c.id).where(_EVENTS.c.kind.in_(bindparam("kinds", expanding=True)))
-
-
-@pytest.fixture
-def engine(schema_engine: Engine) -> Engine:
-    return schema_engine
 
 
 def _ticket(session: Session, number: int) -> int:
@@ -45,14 +47,14 @@ def _event(ticket_id: int, kind: str, actor: str, when: datetime = NOW) -> dict[
             "created_at": when}
 
 
-def test_rows_written_directly_read_back_as_through_the_orm(engine: Engine) -> None:
-    with Session(engine) as session:
+def test_rows_written_directly_read_back_as_through_the_orm(schema_engine: Engine) -> None:
+    with Session(schema_engine) as session:
         ticket_id = _ticket(session, 1)
         insert_rows(session, Event, [_event(ticket_id, "created", "ann@client.test"),
                                      _event(ticket_id, "note", "bob@example.test",
                                             NOW + timedelta(hours=1))])
         session.commit()
-    with Session(engine) as session:
+    with Session(schema_engine) as session:
         ticket = session.get(Ticket, ticket_id)
         assert ticket is not None
         assert (ticket.reference, ticket.status, ticket.priority, ticket.escalated) == (
@@ -64,8 +66,8 @@ def test_rows_written_directly_read_back_as_through_the_orm(engine: Engine) -> N
                                                   NOW + timedelta(hours=1))]
 
 
-def test_selects_updates_and_literal_values(engine: Engine) -> None:
-    with Session(engine) as session:
+def test_selects_updates_and_literal_values(schema_engine: Engine) -> None:
+    with Session(schema_engine) as session:
         ticket_id = _ticket(session, 1)
         insert_rows(session, Event, [_event(ticket_id, "a", "x"), _event(ticket_id, "b", "y")])
         conn = connection(session)
@@ -79,8 +81,8 @@ def test_selects_updates_and_literal_values(engine: Engine) -> None:
             tuple(r) for r in conn.execute(_IN, {"kinds": ["a", "b"]}))
 
 
-def test_conflicts_upserts_and_many_rows(engine: Engine) -> None:
-    with Session(engine) as session:
+def test_conflicts_upserts_and_many_rows(schema_engine: Engine) -> None:
+    with Session(schema_engine) as session:
         ticket_id = _ticket(session, 1)
         other = _ticket(session, 2)
         insert_missing(session, ThreadId, [{"message_id": f"m{i}@x", "ticket_id": ticket_id}
@@ -96,8 +98,8 @@ def test_conflicts_upserts_and_many_rows(engine: Engine) -> None:
         ("m0@x", ticket_id), ("m1@x", ticket_id), ("m2@x", other), ("m9@x", other)]
 
 
-def test_a_rolled_back_savepoint_takes_direct_writes_with_it(engine: Engine) -> None:
-    with Session(engine) as session:
+def test_a_rolled_back_savepoint_takes_direct_writes_with_it(schema_engine: Engine) -> None:
+    with Session(schema_engine) as session:
         ticket_id = _ticket(session, 1)
         try:
             with session.begin_nested():
@@ -113,8 +115,10 @@ def test_a_rolled_back_savepoint_takes_direct_writes_with_it(engine: Engine) -> 
     assert addrs == ["b@x"]
 
 
-def test_driver_errors_are_sqlalchemy_errors_and_the_session_recovers(engine: Engine) -> None:
-    with Session(engine) as session:
+def test_driver_errors_are_sqlalchemy_errors_and_the_session_recovers(
+    schema_engine: Engine,
+) -> None:
+    with Session(schema_engine) as session:
         _ticket(session, 1)
         with pytest.raises(IntegrityError), session.begin_nested():
             _ticket(session, 1)  # the same number and reference again
@@ -132,12 +136,12 @@ def test_a_statement_built_per_call_does_not_grow_the_cache() -> None:
             assert len(prepared._PLANS) <= prepared._MAX_PLANS
 
 
-def test_repeated_and_alternating_values_bind_as_themselves(engine: Engine) -> None:
+def test_repeated_and_alternating_values_bind_as_themselves(schema_engine: Engine) -> None:
     # The bind processing remembers its last value by identity: alternate two
     # datetimes, repeat one, and pass an equal copy; each row keeps its own.
     later = NOW + timedelta(minutes=5)
     sequence = [NOW, NOW, later, NOW, later, later, NOW.replace(), NOW + timedelta(0)]
-    with Session(engine) as session:
+    with Session(schema_engine) as session:
         ticket_id = _ticket(session, 1)
         for i, when in enumerate(sequence):
             insert_rows(session, Event, [_event(ticket_id, f"k{i}", "a", when)])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -16,11 +15,6 @@ from helpdesk.rows import insert_returning_id, insert_rows
 
 OPENED = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 CLOSED = datetime(2026, 11, 30, 17, 45, 30, 250000, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(schema_engine: Engine) -> Engine:
-    return schema_engine
 
 
 def _ticket(session: Session, number: int, status: str, closed_at: datetime | None,
@@ -42,8 +36,8 @@ def _as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def test_facts_match_the_ticket_and_its_participants(engine: Engine) -> None:
-    with Session(engine) as session:
+def test_facts_match_the_ticket_and_its_participants(schema_engine: Engine) -> None:
+    with Session(schema_engine) as session:
         closed = _ticket(session, 7, "closed", CLOSED, ["ann@client.test", "bob@client.test"])
         _ticket(session, 8, "open", None, ["cat@client.test"])
         session.commit()
@@ -66,8 +60,8 @@ def test_facts_match_the_ticket_and_its_participants(engine: Engine) -> None:
         assert other.participants == frozenset({"cat@client.test"})
 
 
-def test_a_ticket_with_nobody_on_it_and_an_unknown_reference(engine: Engine) -> None:
-    with Session(engine) as session:
+def test_a_ticket_with_nobody_on_it_and_an_unknown_reference(schema_engine: Engine) -> None:
+    with Session(schema_engine) as session:
         _ticket(session, 9, "new", None, [])
         session.commit()
         alone = tickets.facts(session, "HD-000009")
@@ -76,10 +70,10 @@ def test_a_ticket_with_nobody_on_it_and_an_unknown_reference(engine: Engine) -> 
         assert tickets.facts(session, "HD-000010") is None
 
 
-def test_facts_see_rows_written_earlier_in_the_same_transaction(engine: Engine) -> None:
+def test_facts_see_rows_written_earlier_in_the_same_transaction(schema_engine: Engine) -> None:
     """Threading runs inside the batch's transaction: a ticket opened by an
     earlier message of the same batch must be found by a later one."""
-    with Session(engine) as session:
+    with Session(schema_engine) as session:
         _ticket(session, 11, "new", None, ["dan@client.test"])
         with session.begin_nested():
             facts = tickets.facts(session, "HD-000011")
