@@ -1,6 +1,7 @@
 """Stored bytes come back exactly: raw messages (``inbound_raw``) and
-attachments (``blob``), small ones bound as usual and large ones streamed into
-SQLite through a blob handle; and the migration that moved the raw bytes."""
+attachments (``blob``), small ones bound as usual and large ones written in
+slices (a blob handle on SQLite, COPY on PostgreSQL), from a Maildir and from
+a real Dovecot; and the migration that moved the raw bytes."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
+from bench.servers import crlf
 from helpdesk.db import HEAD, alembic_config
 from helpdesk.streamed import STREAM_ABOVE
-from tests.support.config import cli, cli_json, write_config
+from tests.support.config import cli, cli_json, imap_inbound, smtp_outbound, write_config
+from tests.support.dovecot import Dovecot, ImapAccount
 from tests.support.mail import make_mail
+from tests.support.smtpd import SmtpCapture
 
 BIG = STREAM_ABOVE * 2 + 12_345  # not a multiple of the slices written
 
@@ -166,3 +170,33 @@ def test_upgrade_from_0001_moves_raw_bytes(db_url: str, tmp_path: Path, auto: bo
     assert code == 0, err
     assert out.count('"status": "replayed"') == 2
     assert len(cli_json(config, "tickets", "list")) == 2
+
+
+def test_large_mail_over_imap_is_stored_exactly_moved_and_confirmed(
+    dovecot: Dovecot, imap_account: ImapAccount, smtp_server: SmtpCapture, db_url: str,
+    tmp_path: Path,
+) -> None:
+    """End to end through the real servers: a message above STREAM_ABOVE
+    fetched from Dovecot is written in slices (a blob handle on SQLite, COPY
+    on PostgreSQL), byte for byte as the server holds it; then moved, and
+    confirmed at the SMTP server."""
+    payload = _payload(BIG)
+    large = crlf(_with_attachment(payload, "imap-large@client.test"))
+    dovecot.append(imap_account.user, "INBOX", large)
+    config = write_config(tmp_path, db_url=db_url, inbound=imap_inbound(imap_account),
+                          outbound=smtp_outbound(smtp_server))
+    code, _, err = cli(config, "run", "--once")
+    assert code == 0, err
+    assert _raws(db_url) == {"imap-large@client.test": large}
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT data FROM blob")).scalars().all()
+    finally:
+        engine.dispose()
+    assert [bytes(data) for data in stored] == [payload]
+    assert dovecot.list_uids(imap_account.user, "INBOX") == []
+    assert len(dovecot.list_uids(imap_account.user, "Processed")) == 1
+    to_client = [m for m in smtp_server.wait_for_messages(2)
+                 if m.rcpt_tos[0] == "carol@client.test"]
+    assert len(to_client) == 1 and b"HD-000001" in to_client[0].raw
