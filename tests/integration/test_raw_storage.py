@@ -62,6 +62,15 @@ def _raws(url: str) -> dict[str, bytes]:
     return {str(mid): bytes(raw) for mid, raw in rows}
 
 
+def _blobs(url: str) -> list[bytes]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [bytes(data) for data in conn.execute(text("SELECT data FROM blob")).scalars()]
+    finally:
+        engine.dispose()
+
+
 def test_raw_bytes_round_trip_small_and_large(db_url: str, tmp_path: Path) -> None:
     config = write_config(tmp_path, db_url=db_url)
     small = make_mail(message_id="<small@client.test>")
@@ -116,13 +125,7 @@ def test_quarantined_large_message_replays(db_url: str, tmp_path: Path) -> None:
     assert code == 0, err
     assert '"status": "replayed"' in out and '"reference": "HD-000001"' in out
     assert _raws(db_url) == {"held@client.test": large}
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            stored = conn.execute(text("SELECT data FROM blob")).scalars().all()
-    finally:
-        engine.dispose()
-    assert [bytes(data) for data in stored] == [payload]
+    assert _blobs(db_url) == [payload]
 
 
 @pytest.mark.parametrize("auto", [False, True], ids=["db-upgrade", "auto-upgrade"])
@@ -188,13 +191,7 @@ def test_large_mail_over_imap_is_stored_exactly_moved_and_confirmed(
     code, _, err = cli(config, "run", "--once")
     assert code == 0, err
     assert _raws(db_url) == {"imap-large@client.test": large}
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            stored = conn.execute(text("SELECT data FROM blob")).scalars().all()
-    finally:
-        engine.dispose()
-    assert [bytes(data) for data in stored] == [payload]
+    assert _blobs(db_url) == [payload]
     assert dovecot.list_uids(imap_account.user, "INBOX") == []
     assert len(dovecot.list_uids(imap_account.user, "Processed")) == 1
     to_client = [m for m in smtp_server.wait_for_messages(2)
