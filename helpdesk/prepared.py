@@ -128,10 +128,14 @@ def _last_one(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return processed
 
 
-def run(conn: Connection, stmt: Executable, params: Params | Sequence[Params] = ()
-        ) -> list[tuple[Any, ...]]:
+def run(conn: Connection, stmt: Executable, params: Params | Sequence[Params] = (), *,
+        prepare: bool = True) -> list[tuple[Any, ...]]:
     """Execute ``stmt`` with one set of ``params`` (a mapping) or many (a
-    sequence of mappings with the same names); return its rows."""
+    sequence of mappings with the same names); return its rows.
+
+    ``prepare=False``: on PostgreSQL, planned for its own values every time
+    instead of being prepared once on the server, whose cached plan was made
+    for the tables as they were then (sqlite3 plans every statement anew)."""
     rows = [params] if isinstance(params, Mapping) else list(params)
     if not rows:
         rows = [{}]
@@ -147,7 +151,10 @@ def run(conn: Connection, stmt: Executable, params: Params | Sequence[Params] = 
         if len(args) > 1:
             cursor.executemany(plan.sql, args)
             return []
-        cursor.execute(plan.sql, args[0])
+        if prepare or conn.dialect.driver != "psycopg":
+            cursor.execute(plan.sql, args[0])
+        else:
+            cursor.execute(plan.sql, args[0], prepare=False)
         return [tuple(row) for row in cursor.fetchall()] if plan.returns_rows else []
     except conn.dialect.loaded_dbapi.Error as exc:
         raise_driver_error(conn, exc, plan.sql, args, cursor)
