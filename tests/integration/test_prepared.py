@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, Integer, bindparam, create_engine, select, text, update
+from sqlalchemy import Connection, Engine, Integer, bindparam, create_engine, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -79,6 +79,36 @@ def test_selects_updates_and_literal_values(schema_engine: Engine) -> None:
         # An expanding IN is handed to SQLAlchemy, with the same answer shape.
         assert sorted(prepared.run(conn, _IN, {"kinds": ["a", "b"]})) == sorted(
             tuple(r) for r in conn.execute(_IN, {"kinds": ["a", "b"]}))
+
+
+def _server_prepared(conn: Connection, marker: str) -> int:
+    return int(conn.execute(text(
+        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE :like"
+    ), {"like": f"%{marker}%"}).scalar_one())
+
+
+def test_unprepared_runs_give_the_same_rows_and_refuse_what_they_cannot_honour(
+    schema_engine: Engine,
+) -> None:
+    with Session(schema_engine) as session:
+        ticket_id = _ticket(session, 1)
+        insert_rows(session, Event, [_event(ticket_id, "a", "x"), _event(ticket_id, "a", "y")])
+        conn = connection(session)
+        expected = [tuple(r) for r in conn.execute(_BY_KIND, {"kind": "a"})]
+        for _ in range(8):  # past psycopg's threshold for preparing a statement
+            assert prepared.run(conn, _BY_KIND, {"kind": "a"}, prepare=False) == expected
+        if conn.dialect.name == "postgresql":
+            assert _server_prepared(conn, "event.detail") == 0
+            for _ in range(8):
+                assert prepared.run(conn, _BY_KIND, {"kind": "a"}) == expected
+            assert _server_prepared(conn, "event.detail") == 1
+        # SQLAlchemy's execute (an expanding IN) and executemany prepare as
+        # they see fit: asked not to, run refuses rather than pretend.
+        with pytest.raises(ValueError, match="prepare=False"):
+            prepared.run(conn, _IN, {"kinds": ["a"]}, prepare=False)
+        with pytest.raises(ValueError, match="prepare=False"):
+            prepared.run(conn, _RENAME, [{"row_id": 1, "new_actor": "p"},
+                                         {"row_id": 2, "new_actor": "q"}], prepare=False)
 
 
 def test_conflicts_upserts_and_many_rows(schema_engine: Engine) -> None:
