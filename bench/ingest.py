@@ -13,7 +13,7 @@ With a time budget, a pilot run measures the
 rate first (500 messages per database) and N is cut to what fits; the cut
 is printed and recorded.
 
-The ceiling is the same mailbox read by a bare aioimaplib UID FETCH in
+The ceiling is the same mailbox read by a bare UID FETCH (the daemon's aioimaplib client) in
 batches of 200 (the daemon's batch size) plus ``parse_email`` on every
 message, in one process and one thread, storing nothing.
 """
@@ -30,12 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aioimaplib import aioimaplib
 from sqlalchemy import create_engine, text
 
 from bench import corpus, cpu, servers
 from bench.report import Figure, show
-from helpdesk.ingest.imap import uid_set
+from helpdesk.ingest.imap import Client, uid_set
 from helpdesk.ingest.parse import parse_email
 from tests.support.config import write_config
 from tests.support.dovecot import Dovecot, ImapAccount
@@ -46,7 +45,8 @@ TARGETS = {"sqlite": ">= 700", "postgres": ">= 400"}
 
 async def _bare_fetch(account: ImapAccount, batch: int) -> tuple[float, float, int]:
     """(fetch seconds, parse seconds, messages) for the whole INBOX."""
-    client = aioimaplib.IMAP4(host=account.host, port=account.port, timeout=120)
+    # The daemon's own client, so the ceiling fetches as the daemon does.
+    client = Client(host=account.host, port=account.port, timeout=120)
     await client.wait_hello_from_server()
     await client.login(account.user, account.password)
     await client.select("INBOX")

@@ -14,7 +14,7 @@ import io
 import logging
 import re
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aioimaplib import aioimaplib
@@ -98,6 +98,41 @@ class LiteralFetch(aioimaplib.FetchCommand):  # type: ignore[misc]  # untyped li
         return data[take:]
 
 
+class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
+    """aioimaplib's protocol without its debug line for each chunk received,
+    which formats the whole chunk (``'Received : %s' % data``) before the
+    logger is asked whether debug is on: 0.1 ms of the event loop's time
+    for each message fetched, in the process that also stores them."""
+
+    incomplete_line: bytes  # set by the library
+    current_command: aioimaplib.Command | None
+
+    def data_received(self, d: bytes) -> None:
+        # The library's own body, less that line.
+        try:
+            self._handle_responses(self.incomplete_line + d, self._handle_line,
+                                   self.current_command)
+            self.incomplete_line = b""
+            self.current_command = None
+        except aioimaplib.IncompleteRead as incomplete:
+            self.current_command = incomplete.cmd
+            self.incomplete_line = incomplete.data
+
+
+class Client(aioimaplib.IMAP4):  # type: ignore[misc]  # untyped library
+    """``aioimaplib.IMAP4`` on :class:`_Protocol`; TLS from the start when
+    given an ``ssl_context`` (what ``IMAP4_SSL`` does, with the lost-connection
+    callback that ``IMAP4_SSL`` does not take)."""
+
+    def create_client(self, host: str, port: int, loop: asyncio.AbstractEventLoop | None,
+                      conn_lost_cb: Callable[[Exception | None], None] | None = None,
+                      ssl_context: ssl.SSLContext | None = None) -> None:
+        running = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = _Protocol(running, conn_lost_cb)
+        self._client_task = running.create_task(running.create_connection(
+            lambda: self.protocol, host, port, ssl=ssl_context))
+
+
 def uid_set(uids: Iterable[int]) -> str:
     """Compact a UID list into an IMAP sequence set (RFC 3501 §9: 1:3,7)."""
     ordered = sorted(set(uids))
@@ -142,15 +177,8 @@ class ImapSource:
         def on_lost(_exc: Exception | None) -> None:
             lost.set()
 
-        if cfg.security == "tls":
-            client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-                host=cfg.host, port=cfg.port, timeout=cfg.timeout, ssl_context=context
-            )
-            client.protocol.conn_lost_cb = on_lost
-        else:
-            client = aioimaplib.IMAP4(
-                host=cfg.host, port=cfg.port, timeout=cfg.timeout, conn_lost_cb=on_lost
-            )
+        client = Client(host=cfg.host, port=cfg.port, timeout=cfg.timeout, conn_lost_cb=on_lost,
+                        ssl_context=context if cfg.security == "tls" else None)
         self._client = client
         try:
             await client.wait_hello_from_server()
