@@ -235,9 +235,10 @@ class ImapSource:
         if client is None:
             return
         try:
-            if client.has_pending_idle():
-                client.idle_done()
-            await asyncio.wait_for(client.logout(), 2)
+            if not self._lost.is_set():  # a lost connection has nobody to say goodbye to
+                if client.has_pending_idle():
+                    client.idle_done()
+                await asyncio.wait_for(client.logout(), 2)
         except Exception:  # best effort: the connection may already be gone
             pass
         await hang_up(getattr(client.protocol, "transport", None))
@@ -423,12 +424,17 @@ class ImapSource:
                 if any(b"EXISTS" in bytes(x) for x in push if isinstance(x, (bytes, bytearray))):
                     break
         finally:
-            if client.has_pending_idle():
-                client.idle_done()
-            try:
-                await asyncio.wait_for(idle, self.cfg.timeout)
-            except (TimeoutError, aioimaplib.AioImapException, asyncio.CancelledError):
-                pass
+            if self._lost.is_set():
+                # Nothing will answer DONE on a dead connection: waiting for
+                # the IDLE's end would hold off the reconnect by a timeout.
+                idle.cancel()
+            else:
+                if client.has_pending_idle():
+                    client.idle_done()
+                try:
+                    await asyncio.wait_for(idle, self.cfg.timeout)
+                except (TimeoutError, aioimaplib.AioImapException, asyncio.CancelledError):
+                    pass
 
     async def _sleep_or_lost(self, seconds: float) -> None:
         try:

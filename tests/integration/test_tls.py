@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from helpdesk.ingest.imap import ImapSource
+from helpdesk.ingest.imap import ImapError, ImapSource
 from helpdesk.sender import SmtpTransport
 from helpdesk.settings import InboundSettings, OutboundSettings
 from tests.support.config import cli, cli_json, imap_inbound, smtp_outbound, write_config
 from tests.support.dovecot import Dovecot, ImapAccount
 from tests.support.mail import make_mail
+from tests.support.proxy import TcpProxy
 from tests.support.services import require_dovecot
 from tests.support.smtpd import SmtpCapture
 from tests.support.tls import TlsFiles, make_tls_files
@@ -159,3 +160,40 @@ def test_closing_the_imap_connection_closes_its_socket(
         return int(sock.fileno())
 
     assert asyncio.run(open_and_close()) == -1
+
+
+@pytest.mark.dovecot
+@pytest.mark.parametrize("mode", ["tls", "starttls"])
+def test_a_connection_cut_during_idle_ends_it_at_once(
+    mode: str, tls_dovecot: Dovecot, tls_account: ImapAccount, tls_files: TlsFiles,
+) -> None:
+    """IDLE ends with "connection lost" as soon as the connection drops, over
+    TLS as over plain TCP: the callback reaches the protocol either way, and
+    nothing then waits out the command timeout for an answer to DONE that
+    cannot come (which held off every reconnect by that timeout)."""
+    port = tls_dovecot.tls_port if mode == "tls" else tls_account.port
+    assert port is not None
+    with TcpProxy("127.0.0.1", port) as proxy:
+        cfg = InboundSettings(**imap_inbound(tls_account, security=mode, port=proxy.port,
+                                             ca_file=str(tls_files.ca), timeout=120))
+
+        async def idle_then_cut() -> str:
+            source = ImapSource(cfg, max_bytes=1 << 20)
+            await source.open()
+            waiting = asyncio.ensure_future(source.wait(timeout=120))
+            try:
+                await asyncio.sleep(0.5)
+                assert not waiting.done()
+                proxy.cut_all()
+                # A quarter of the IDLE's and the command timeout's 120 s:
+                # only noticing the cut ends the wait in time.
+                done, _ = await asyncio.wait({waiting}, timeout=30)
+                assert waiting in done
+                with pytest.raises(ImapError) as lost:
+                    waiting.result()
+                return str(lost.value)
+            finally:
+                waiting.cancel()
+                await source.close()
+
+        assert "connection lost" in asyncio.run(idle_then_cut())
