@@ -6,8 +6,10 @@ lost mid-stream reported as any lost connection is."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from sqlmodel import Session
 from helpdesk import streamed
 from helpdesk.db import ensure_schema, make_engine
 from helpdesk.models import Blob, InboundRaw
+from helpdesk.rows import connection
 from helpdesk.settings import DatabaseSettings
 from helpdesk.streamed import SLICE, STREAM_ABOVE, insert_streamed
 from tests.support.proxy import TcpProxy
@@ -174,3 +177,43 @@ def test_connection_lost_mid_copy_is_a_lost_connection(
     finally:
         engine.dispose()
         direct.dispose()
+
+
+def test_a_failed_blob_write_on_sqlite_is_a_sqlalchemy_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blob handle fails the way every statement does (``DBAPIError``,
+    naming the row), the savepoint takes the row back, and the session goes
+    on. The failure is real: the row is changed under the open handle, which
+    SQLite then refuses to write through (SQLITE_ABORT)."""
+    settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'helpdesk.db'}", auto_upgrade=True)
+    engine = make_engine(settings)
+    ensure_schema(engine, settings)
+    real_slices = streamed._slices
+    drivers: list[sqlite3.Connection] = []
+
+    def then_change_the_row(data: bytes) -> Iterator[memoryview]:
+        pieces = real_slices(data)
+        yield next(pieces)
+        drivers[0].execute("UPDATE blob SET size = size + 1 WHERE sha256 = ?", ("f" * 64,))
+        yield from pieces
+
+    kept = _bytes(LARGE, 11)
+    try:
+        with Session(engine) as session:
+            driver = connection(session).connection.driver_connection
+            assert isinstance(driver, sqlite3.Connection)
+            drivers.append(driver)
+            nested = session.begin_nested()
+            with monkeypatch.context() as patched:
+                patched.setattr(streamed, "_slices", then_change_the_row)
+                with pytest.raises(DBAPIError) as raised:
+                    insert_streamed(session, Blob, _blob("f" * 64, _bytes(LARGE, 6)), "data")
+            assert isinstance(raised.value.orig, sqlite3.OperationalError)
+            assert "incremental blob write into blob.data" in str(raised.value)
+            nested.rollback()
+            insert_streamed(session, Blob, _blob("2" * 64, kept), "data", key=["sha256"])
+            session.commit()
+        assert _stored(engine) == {"2" * 64: (LARGE, kept)}
+    finally:
+        engine.dispose()
