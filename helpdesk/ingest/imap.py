@@ -106,6 +106,21 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
 
     incomplete_line: bytes  # set by the library
     current_command: aioimaplib.Command | None
+    pending_sync_command: aioimaplib.Command | None
+    pending_async_commands: dict[str, aioimaplib.Command]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # aioimaplib leaves the commands in flight to their timeout (30 s by
+        # default) though no answer can come any more: fail them now, as
+        # their timeout would, so the source reconnects at once.
+        lost = ConnectionResetError(f"IMAP connection lost: {exc!r}")
+        # (A list: aioimaplib's commands define __eq__ and so are not hashable.)
+        in_flight = [self.pending_sync_command, *self.pending_async_commands.values()]
+        for i, command in enumerate(in_flight):
+            if command is not None and all(command is not c for c in in_flight[:i]):
+                command._exception = lost
+                command.close(str(lost).encode(), "KO")
 
     def data_received(self, d: bytes) -> None:
         # The library's own body, less that line.
@@ -427,7 +442,10 @@ class ImapSource:
             if self._lost.is_set():
                 # Nothing will answer DONE on a dead connection: waiting for
                 # the IDLE's end would hold off the reconnect by a timeout.
-                idle.cancel()
+                if not idle.done():
+                    idle.cancel()
+                elif not idle.cancelled():
+                    idle.exception()  # the loss, reported above; retrieved, not logged
             else:
                 if client.has_pending_idle():
                     client.idle_done()

@@ -91,8 +91,10 @@ async def test_connection_cut_mid_fetch_loses_nothing(
         dovecot.append(imap_account.user, "INBOX", raw)
     proxy = tcp_proxy(imap_account.host, imap_account.port)
     proxy.cut_after_bytes(60_000, once=True)  # dies in the middle of the batch FETCH
+    # A command timeout far beyond the 30 s allowed below: the FETCH in
+    # flight must fail when the connection goes, not when it times out.
     config = write_config(tmp_path, inbound=imap_inbound(imap_account, port=proxy.port,
-                                                         batch_size=50))
+                                                         batch_size=50, timeout=120))
     app = make_app(config)
     ingester = Ingester(app, app.settings.inbound[0])
     stop = asyncio.Event()
