@@ -113,14 +113,22 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         super().connection_lost(exc)
         # aioimaplib leaves the commands in flight to their timeout (30 s by
         # default) though no answer can come any more: fail them now, as
-        # their timeout would, so the source reconnects at once.
-        lost = ConnectionResetError(f"IMAP connection lost: {exc!r}")
-        # (A list: aioimaplib's commands define __eq__ and so are not hashable.)
-        in_flight = [self.pending_sync_command, *self.pending_async_commands.values()]
-        for i, command in enumerate(in_flight):
-            if command is not None and all(command is not c for c in in_flight[:i]):
-                command._exception = lost
-                command.close(str(lost).encode(), "KO")
+        # their timeout would, so the source reconnects at once. They stay
+        # in the pending slots, as after a timeout: this client is dropped.
+        for command in (self.pending_sync_command, *self.pending_async_commands.values()):
+            if command is not None and not command._event.is_set():
+                failure = ConnectionResetError(f"IMAP connection lost: {exc!r}")
+                failure.__cause__ = exc
+                command._exception = failure
+                command.close(str(failure).encode(), "KO")
+        # An IDLE sent but not yet answered with "+" waits for this event.
+        self._idle_event.set()
+
+    async def wait_async_pending_commands(self) -> None:
+        # As the library's, but the waits' failures (a lost connection) are
+        # collected here, not left for asyncio to log as never retrieved.
+        await asyncio.gather(*(command.wait() for command in
+                               self.pending_async_commands.values()), return_exceptions=True)
 
     def data_received(self, d: bytes) -> None:
         # The library's own body, less that line.
@@ -135,9 +143,16 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
 
 
 class Client(aioimaplib.IMAP4):  # type: ignore[misc]  # untyped library
-    """``aioimaplib.IMAP4`` on :class:`_Protocol`; TLS from the start when
-    given an ``ssl_context`` (what ``IMAP4_SSL`` does, with the lost-connection
-    callback that ``IMAP4_SSL`` does not take)."""
+    """``aioimaplib.IMAP4`` on :class:`_Protocol`, for plain and TLS alike:
+    TLS from the start when given an ``ssl_context``, as ``IMAP4_SSL``."""
+
+    _idle_waiter: asyncio.TimerHandle | None  # set by the library
+
+    def forget_idle(self) -> None:
+        """Drop the IDLE renewal timer without sending DONE (the connection
+        is gone); left running it would hold this client until it fired."""
+        if self._idle_waiter is not None:
+            self._idle_waiter.cancel()
 
     def create_client(self, host: str, port: int, loop: asyncio.AbstractEventLoop | None,
                       conn_lost_cb: Callable[[Exception | None], None] | None = None,
@@ -172,7 +187,7 @@ class ImapSource:
         self.cfg = cfg
         self.key = cfg.source_key
         self.max_bytes = max_bytes
-        self._client: aioimaplib.IMAP4 | None = None
+        self._client: Client | None = None
         self._lost = asyncio.Event()
         self.uidvalidity: int | None = None
         self.capabilities: frozenset[str] = frozenset()
@@ -258,7 +273,7 @@ class ImapSource:
             pass
         await hang_up(getattr(client.protocol, "transport", None))
 
-    def _require(self) -> aioimaplib.IMAP4:
+    def _require(self) -> Client:
         if self._client is None or self._lost.is_set():
             raise ImapError("IMAP connection is not open")
         return self._client
@@ -442,6 +457,7 @@ class ImapSource:
             if self._lost.is_set():
                 # Nothing will answer DONE on a dead connection: waiting for
                 # the IDLE's end would hold off the reconnect by a timeout.
+                client.forget_idle()
                 if not idle.done():
                     idle.cancel()
                 elif not idle.cancelled():
@@ -451,8 +467,9 @@ class ImapSource:
                     client.idle_done()
                 try:
                     await asyncio.wait_for(idle, self.cfg.timeout)
-                except (TimeoutError, aioimaplib.AioImapException, asyncio.CancelledError):
-                    pass
+                except (TimeoutError, OSError, aioimaplib.AioImapException,
+                        asyncio.CancelledError):
+                    pass  # lost while ending IDLE: the next command finds out
 
     async def _sleep_or_lost(self, seconds: float) -> None:
         try:
