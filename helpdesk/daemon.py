@@ -60,6 +60,9 @@ class Ingester:
     async def drain(self, stop: asyncio.Event | None = None) -> list[Outcome]:
         """Process everything waiting now; returns the outcomes."""
         results: list[Outcome] = []
+        # Mail another daemon stored and is moving: not fetched again in
+        # this drain, or it would be fetched over and over until moved.
+        left: set[str] = set()
         await self._ensure_open()
         batch = await self.source.fetch(self.cfg.batch_size)
         while batch and (stop is None or not stop.is_set()):
@@ -71,12 +74,14 @@ class Ingester:
                     # the IMAP round trips overlap the database work. It is
                     # only read (BODY.PEEK): if this batch fails, it waits.
                     ahead = await self.source.fetch(
-                        self.cfg.batch_size, frozenset(f.handle for f in batch))
+                        self.cfg.batch_size, frozenset(f.handle for f in batch) | left)
             finally:
                 outcomes = await processing
+            ours = [o for o in outcomes if not o.left_to]
+            left.update(o.fetched.handle for o in outcomes if o.left_to)
             await self.source.acknowledge(Acknowledgement(
-                processed=tuple(o.fetched for o in outcomes if not o.to_quarantine),
-                quarantined=tuple(o.fetched for o in outcomes if o.to_quarantine),
+                processed=tuple(o.fetched for o in ours if not o.to_quarantine),
+                quarantined=tuple(o.fetched for o in ours if o.to_quarantine),
             ))
             # Keep what happened, not the mail: a long drain must not hold
             # every message it has processed in memory.

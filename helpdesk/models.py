@@ -86,6 +86,8 @@ class InboundMail(SQLModel, table=True):
     outcome: str = Field(default="", max_length=32)
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
     error: str = _text()
+    # host:pid of the daemon that stored it (helpdesk.workers); "" before 0004
+    worker: str = Field(default="", max_length=300)
 
 
 class InboundRaw(SQLModel, table=True):

@@ -37,6 +37,7 @@ from helpdesk.ingest.maildir import ensure_maildir
 from helpdesk.logs import log
 from helpdesk.outbox import Claimed
 from helpdesk.settings import OutboundSettings
+from helpdesk.workers import pid_alive, this_worker
 
 logger = logging.getLogger(__name__)
 
@@ -244,16 +245,6 @@ def make_transport(cfg: OutboundSettings) -> Transport:
     return MaildirTransport(cfg.path) if cfg.kind == "maildir" else SmtpTransport(cfg)
 
 
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def backoff(cfg: OutboundSettings, attempts: int, rng: random.Random) -> timedelta:
     """Exponential backoff with full jitter, capped."""
     ceiling = min(cfg.backoff_max, cfg.backoff_base * (2 ** max(attempts - 1, 0)))
@@ -274,7 +265,7 @@ class OutboxSender:
         self.cfg = cfg
         self.clock = clock
         self.transport = transport or make_transport(cfg)
-        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker or this_worker()
         self.lease = lease
         self.rng = random.Random()
         self.wakeup = asyncio.Event()
@@ -309,7 +300,7 @@ class OutboxSender:
     def _claim(self, now: datetime) -> list[Claimed]:
         with session_scope(self.engine) as session:
             if not self._released:
-                released = outbox.release_dead_workers(session, socket.gethostname(), _is_alive)
+                released = outbox.release_dead_workers(session, socket.gethostname(), pid_alive)
                 if released:
                     log(logger, logging.INFO, "requeued mail of a crashed sender", rows=released)
                 self._released = True

@@ -13,7 +13,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -36,13 +36,18 @@ from helpdesk.prepared import run
 from helpdesk.rows import connection, insert_id_unless_taken, model_table
 from helpdesk.streamed import insert_streamed
 from helpdesk.threading.tokens import parse_message_id
+from helpdesk.workers import may_be_at_it, this_worker
 
 logger = logging.getLogger(__name__)
 
 # Statements run once or twice per message, built once (building a
 # statement costs more than SQLite takes to run it).
 _INBOUND = model_table(InboundMail)
-_FOUND = select(_INBOUND.c.id, _INBOUND.c.status).limit(1)
+_FOUND = select(_INBOUND.c.id, _INBOUND.c.status, _INBOUND.c.worker,
+                _INBOUND.c.received_at).limit(1)
+# How long mail stored by a daemon on another host is left for it to move:
+# it moves it right after its commit, so this is only for one that died.
+LEAVE_FOR = timedelta(minutes=5)
 _BY_KEY = _FOUND.where(_INBOUND.c.dedup_key == bindparam("key"))
 _BY_KEY_OR_UID = _FOUND.where(or_(
     and_(_INBOUND.c.source == bindparam("source"),
@@ -64,6 +69,9 @@ class Outcome:
     status: str  # done | ignored | quarantined | duplicate
     detail: str = ""
     reference: str = ""
+    # A duplicate that another daemon stored and may still be moving: it is
+    # left to that daemon (two sessions moving one message can both copy it).
+    left_to: str = ""
 
     @property
     def to_quarantine(self) -> bool:
@@ -113,6 +121,7 @@ def parse_result(item: Fetched) -> tuple[InboundEmail | None, str, str | None]:
 class Pipeline:
     def __init__(self, app: App) -> None:
         self.app = app
+        self.worker = this_worker()
         self.parser = ParsePool(parse_result, app.settings.helpdesk.parse_workers)
 
     def process(self, items: Sequence[Fetched]) -> list[Outcome]:
@@ -160,6 +169,7 @@ class Pipeline:
             "outcome": "",
             "error": "",
             "received_at": now,
+            "worker": self.worker,
         })
         if inbound_id is None:
             # Its UID or its Message-ID and content are stored already.
@@ -167,11 +177,13 @@ class Pipeline:
             if existing is None:
                 # Taken, yet not there: nothing may be acknowledged.
                 raise SystemUnwellError(f"inbound row for {message_id!r} clashed but is gone")
-            stored_id, stored_status = existing
+            stored_id, stored_status, worker, received_at = existing
             status = "quarantined" if stored_status == "quarantined" else "duplicate"
+            left_to = worker if worker != self.worker and may_be_at_it(
+                worker, received_at, now, LEAVE_FOR) else ""
             log(logger, logging.INFO, "already stored", message_id=message_id,
-                inbound_id=stored_id, status=stored_status)
-            return Outcome(item, status, "already stored")
+                inbound_id=stored_id, status=stored_status, left_to=left_to)
+            return Outcome(item, status, "already stored", left_to=left_to)
         insert_streamed(session, InboundRaw, {"inbound_mail_id": inbound_id, "raw": item.raw},
                         "raw")
         if mail is None:
@@ -208,16 +220,21 @@ class Pipeline:
             ticket=result.reference, outcome=result.outcome)
         return Outcome(item, status, result.outcome, result.reference)
 
-    def _existing(self, session: Session, item: Fetched, key: str) -> tuple[int, str] | None:
-        """(id, status) of the stored copy of this message, if any."""
+    def _existing(self, session: Session, item: Fetched, key: str
+                  ) -> tuple[int, str, str, datetime] | None:
+        """(id, status, worker, received_at) of the stored copy of this
+        message, if any. Through SQLAlchemy's execute, which makes the
+        datetime aware: a clash is rare, so its cost does not matter."""
         params: dict[str, object] = {"key": key}
         if item.uid is None:
             query = _BY_KEY
         else:
             query = _BY_KEY_OR_UID
             params.update(source=item.source, uidvalidity=item.uidvalidity, uid=item.uid)
-        rows = run(connection(session), query, params)
-        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+        row = connection(session).execute(query, params).first()
+        if row is None:
+            return None
+        return int(row[0]), str(row[1]), str(row[2]), row[3]  # aware UTC (UTCDateTime)
 
     def _apply(self, session: Session, mail: InboundEmail, inbound_id: int, raw: bytes,
                now: datetime, new_text: str | None = None) -> apply.Applied:

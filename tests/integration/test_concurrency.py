@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from helpdesk.ingest.pipeline import Outcome, Pipeline
+from helpdesk.ingest.pipeline import LEAVE_FOR, Outcome, Pipeline
 from helpdesk.ingest.source import Fetched
 from helpdesk.models import InboundMail, Ticket
 from tests.support.config import make_app, write_config
@@ -96,3 +101,50 @@ def test_a_message_two_daemons_take_at_once_is_stored_once(db_url: str, tmp_path
     finally:
         for app in (first, second):
             app.dispose()
+
+
+def _stored_again(pipeline: Pipeline, engine: Engine, item: Fetched, worker: str,
+                  received_at: datetime) -> Outcome:
+    with Session(engine) as session:
+        row = session.exec(select(InboundMail).where(InboundMail.uid == item.uid)).one()
+        row.worker, row.received_at = worker, received_at
+        session.add(row)
+        session.commit()
+    (outcome,) = pipeline.process([item])
+    assert outcome.status == "duplicate"
+    return outcome
+
+
+def test_mail_another_daemon_stored_is_left_to_it_while_it_may_be_moving_it(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Two sessions moving one message at once can both copy it, so a daemon
+    that finds a mail stored by another leaves the move to it, while that
+    one may still be at work: a live process on this host, or one elsewhere
+    within the lease. A dead process's mail, and its own, it moves itself."""
+    app = make_app(write_config(tmp_path, db_url=db_url))
+    pipeline = Pipeline(app)
+    item = Fetched("imap://support@mail.example.test/INBOX", "9", make_mail(
+        message_id="<left@client.test>"), uidvalidity=3, uid=9)
+    try:
+        (first,) = pipeline.process([item])
+        assert (first.status, first.left_to) == ("done", "")
+        now = app.clock.now()
+        host = socket.gethostname()
+        parent = f"{host}:{os.getppid()}"  # alive: it is running these tests
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        cases = [
+            (pipeline.worker, now, ""),  # its own: a MOVE of ours that failed
+            (parent, now, parent),
+            (f"{host}:{dead.pid}", now, ""),
+            ("elsewhere.test:42", now - timedelta(minutes=1), "elsewhere.test:42"),
+            ("elsewhere.test:42", now - LEAVE_FOR - timedelta(seconds=1), ""),
+            ("", now, ""),  # stored before workers were recorded
+        ]
+        for worker, received_at, left_to in cases:
+            outcome = _stored_again(pipeline, app.engine, item, worker, received_at)
+            assert outcome.left_to == left_to, (worker, received_at)
+    finally:
+        pipeline.close()
+        app.dispose()
