@@ -24,11 +24,14 @@ def pid_alive(pid: int) -> bool:
 
 
 def may_be_at_it(worker: str, since: datetime, now: datetime, lease: timedelta) -> bool:
-    """Whether ``worker`` may still be finishing what it began at ``since``.
-    On this host a process is asked directly, so a restart after a crash
-    takes over at once; on another host, or with no worker recorded, only
-    the ``lease`` tells."""
+    """Whether ``worker`` may still be finishing what it began at ``since``:
+    never after the ``lease``; within it, on this host, only if its process
+    is still there (a restart after a crash takes over at once); elsewhere,
+    presumed so. No worker recorded: no."""
+    if not worker or now - since >= lease:
+        return False
     host, _, pid = worker.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        return pid_alive(int(pid))
-    return bool(worker) and now - since < lease
+    if host == socket.gethostname():
+        # os.kill(0, ...) would ask about our own process group instead.
+        return pid.isdigit() and int(pid) > 0 and pid_alive(int(pid))
+    return True

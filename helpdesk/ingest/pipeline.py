@@ -43,11 +43,13 @@ logger = logging.getLogger(__name__)
 # Statements run once or twice per message, built once (building a
 # statement costs more than SQLite takes to run it).
 _INBOUND = model_table(InboundMail)
-_FOUND = select(_INBOUND.c.id, _INBOUND.c.status, _INBOUND.c.worker,
-                _INBOUND.c.received_at).limit(1)
-# How long mail stored by a daemon on another host is left for it to move:
-# it moves it right after its commit, so this is only for one that died.
-LEAVE_FOR = timedelta(minutes=5)
+_FOUND = select(_INBOUND.c.id, _INBOUND.c.status, _INBOUND.c.worker, _INBOUND.c.received_at,
+                _INBOUND.c.source, _INBOUND.c.uidvalidity, _INBOUND.c.uid).limit(1)
+# How long mail another daemon stored is left for it to move. It moves it
+# after its batch commits, which a long batch or a reconnect can delay;
+# past this, the storer is taken to be gone (a host down) and anyone moves
+# it: the mail itself was stored and answered long before.
+LEAVE_FOR = timedelta(minutes=30)
 _BY_KEY = _FOUND.where(_INBOUND.c.dedup_key == bindparam("key"))
 _BY_KEY_OR_UID = _FOUND.where(or_(
     and_(_INBOUND.c.source == bindparam("source"),
@@ -177,9 +179,11 @@ class Pipeline:
             if existing is None:
                 # Taken, yet not there: nothing may be acknowledged.
                 raise SystemUnwellError(f"inbound row for {message_id!r} clashed but is gone")
-            stored_id, stored_status, worker, received_at = existing
+            stored_id, stored_status, worker, received_at, same_uid = existing
             status = "quarantined" if stored_status == "quarantined" else "duplicate"
-            left_to = worker if worker != self.worker and may_be_at_it(
+            # Only the very message it fetched will the storer move: the same
+            # bytes under another UID (mail moved back) are nobody else's.
+            left_to = worker if same_uid and worker != self.worker and may_be_at_it(
                 worker, received_at, now, LEAVE_FOR) else ""
             log(logger, logging.INFO, "already stored", message_id=message_id,
                 inbound_id=stored_id, status=stored_status, left_to=left_to)
@@ -221,10 +225,11 @@ class Pipeline:
         return Outcome(item, status, result.outcome, result.reference)
 
     def _existing(self, session: Session, item: Fetched, key: str
-                  ) -> tuple[int, str, str, datetime] | None:
-        """(id, status, worker, received_at) of the stored copy of this
-        message, if any. Through SQLAlchemy's execute, which makes the
-        datetime aware: a clash is rare, so its cost does not matter."""
+                  ) -> tuple[int, str, str, datetime, bool] | None:
+        """(id, status, worker, received_at, whether it is this very UID) of
+        the stored copy of this message, if any. Through SQLAlchemy's
+        execute, which makes the datetime aware; one statement more only
+        for mail stored already."""
         params: dict[str, object] = {"key": key}
         if item.uid is None:
             query = _BY_KEY
@@ -234,7 +239,9 @@ class Pipeline:
         row = connection(session).execute(query, params).first()
         if row is None:
             return None
-        return int(row[0]), str(row[1]), str(row[2]), row[3]  # aware UTC (UTCDateTime)
+        same_uid = item.uid is not None and (row.source, row.uidvalidity, row.uid) == (
+            item.source, item.uidvalidity, item.uid)
+        return int(row.id), str(row.status), str(row.worker), row.received_at, same_uid
 
     def _apply(self, session: Session, mail: InboundEmail, inbound_id: int, raw: bytes,
                now: datetime, new_text: str | None = None) -> apply.Applied:

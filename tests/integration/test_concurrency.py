@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -13,8 +12,9 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from helpdesk.daemon import Ingester
 from helpdesk.ingest.pipeline import LEAVE_FOR, Outcome, Pipeline
-from helpdesk.ingest.source import Fetched
+from helpdesk.ingest.source import Acknowledgement, Fetched
 from helpdesk.models import InboundMail, Ticket
 from tests.support.config import make_app, write_config
 from tests.support.mail import make_mail
@@ -106,7 +106,8 @@ def test_a_message_two_daemons_take_at_once_is_stored_once(db_url: str, tmp_path
 def _stored_again(pipeline: Pipeline, engine: Engine, item: Fetched, worker: str,
                   received_at: datetime) -> Outcome:
     with Session(engine) as session:
-        row = session.exec(select(InboundMail).where(InboundMail.uid == item.uid)).one()
+        row = session.exec(select(InboundMail).where(
+            InboundMail.message_id == "left@client.test")).one()
         row.worker, row.received_at = worker, received_at
         session.add(row)
         session.commit()
@@ -115,36 +116,119 @@ def _stored_again(pipeline: Pipeline, engine: Engine, item: Fetched, worker: str
     return outcome
 
 
+def _left_mail() -> Fetched:
+    return Fetched(SOURCE, "9", make_mail(message_id="<left@client.test>"), uidvalidity=3,
+                   uid=9)
+
+
+SOURCE = "imap://support@mail.example.test/INBOX"
+
+
 def test_mail_another_daemon_stored_is_left_to_it_while_it_may_be_moving_it(
     db_url: str, tmp_path: Path
 ) -> None:
     """Two sessions moving one message at once can both copy it, so a daemon
     that finds a mail stored by another leaves the move to it, while that
-    one may still be at work: a live process on this host, or one elsewhere
-    within the lease. A dead process's mail, and its own, it moves itself."""
+    one may still be at work: a live process on this host, or one elsewhere,
+    within the lease. A dead process's mail, its own, and the same bytes
+    under another UID it moves itself."""
     app = make_app(write_config(tmp_path, db_url=db_url))
     pipeline = Pipeline(app)
-    item = Fetched("imap://support@mail.example.test/INBOX", "9", make_mail(
-        message_id="<left@client.test>"), uidvalidity=3, uid=9)
+    item = _left_mail()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (first,) = pipeline.process([item])
         assert (first.status, first.left_to) == ("done", "")
         now = app.clock.now()
         host = socket.gethostname()
-        parent = f"{host}:{os.getppid()}"  # alive: it is running these tests
-        dead = subprocess.Popen([sys.executable, "-c", "pass"])
-        dead.wait()
+        live = f"{host}:{other.pid}"
+        late = now - LEAVE_FOR - timedelta(seconds=1)
         cases = [
             (pipeline.worker, now, ""),  # its own: a MOVE of ours that failed
-            (parent, now, parent),
-            (f"{host}:{dead.pid}", now, ""),
+            (live, now, live),
+            (live, late, ""),  # alive, yet past the lease (its pid reused, say)
+            (f"{host}:0", now, ""),
             ("elsewhere.test:42", now - timedelta(minutes=1), "elsewhere.test:42"),
-            ("elsewhere.test:42", now - LEAVE_FOR - timedelta(seconds=1), ""),
+            ("elsewhere.test:42", late, ""),
             ("", now, ""),  # stored before workers were recorded
         ]
         for worker, received_at, left_to in cases:
             outcome = _stored_again(pipeline, app.engine, item, worker, received_at)
             assert outcome.left_to == left_to, (worker, received_at)
+        # The same bytes under another UID: the storer will not move that one.
+        moved_back = Fetched(SOURCE, "12", item.raw, uidvalidity=3, uid=12)
+        _stored_again(pipeline, app.engine, item, live, now)
+        (outcome,) = pipeline.process([moved_back])
+        assert (outcome.status, outcome.left_to) == ("duplicate", "")
+        other.kill()
+        other.wait()
+        assert _stored_again(pipeline, app.engine, item, live, now).left_to == ""  # died
     finally:
+        other.kill()
+        other.wait()
         pipeline.close()
+        app.dispose()
+
+
+class _ListSource:
+    """A source over a list: what was fetched with which skip, what acknowledged."""
+
+    key = SOURCE
+
+    def __init__(self, items: list[Fetched]) -> None:
+        self.waiting = list(items)
+        self.fetches: list[list[str]] = []
+        self.acknowledged: list[str] = []
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def fetch(self, limit: int, skip: frozenset[str] = frozenset()) -> list[Fetched]:
+        batch = [i for i in self.waiting if i.handle not in skip][:limit]
+        self.fetches.append([i.handle for i in batch])
+        return batch
+
+    async def acknowledge(self, ack: Acknowledgement) -> None:
+        done = {f.handle for f in (*ack.processed, *ack.quarantined)}
+        self.acknowledged.extend(sorted(done, key=int))
+        self.waiting = [i for i in self.waiting if i.handle not in done]
+
+    async def wait(self, timeout: float) -> None:
+        return None
+
+
+async def test_a_drain_leaves_such_mail_in_place_and_does_not_fetch_it_again(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, inbound={"kind": "maildir", "path": str(tmp_path / "mail"),
+                                             "batch_size": 2})
+    app = make_app(config)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        left = _left_mail()
+        Pipeline(app).process([left])
+        with Session(app.engine) as session:
+            row = session.exec(select(InboundMail)).one()
+            row.worker = f"{socket.gethostname()}:{other.pid}"
+            session.add(row)
+            session.commit()
+        new = [Fetched(SOURCE, str(uid), make_mail(sender=f"n{uid}@client.test",
+                                                    message_id=f"<n{uid}@client.test>"),
+                       uidvalidity=3, uid=uid) for uid in (10, 11, 13, 14, 15)]
+        source = _ListSource([left, *new])
+        ingester = Ingester(app, app.settings.inbound[0], source=source)
+        outcomes = await ingester.drain()
+        ingester.pipeline.close()
+        assert [(o.fetched.handle, o.status, bool(o.left_to)) for o in outcomes] == [
+            ("9", "duplicate", True), ("10", "done", False), ("11", "done", False),
+            ("13", "done", False), ("14", "done", False), ("15", "done", False)]
+        assert source.acknowledged == ["10", "11", "13", "14", "15"]
+        assert sum(fetch.count("9") for fetch in source.fetches) == 1
+        assert [i.handle for i in source.waiting] == ["9"]  # for its storer to move
+    finally:
+        other.kill()
+        other.wait()
         app.dispose()
