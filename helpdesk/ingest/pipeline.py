@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -123,7 +124,10 @@ def parse_result(item: Fetched) -> tuple[InboundEmail | None, str, str | None]:
 class Pipeline:
     def __init__(self, app: App) -> None:
         self.app = app
-        self.worker = this_worker()
+        # The process, and this pipeline in it: two ingesters in one process
+        # (two sources, or two daemons in a test) must not take each other's
+        # mail for their own.
+        self.worker = f"{this_worker()}/{secrets.token_hex(4)}"
         self.parser = ParsePool(parse_result, app.settings.helpdesk.parse_workers)
 
     def process(self, items: Sequence[Fetched]) -> list[Outcome]:

@@ -16,6 +16,7 @@ from helpdesk.daemon import Ingester
 from helpdesk.ingest.pipeline import LEAVE_FOR, Outcome, Pipeline
 from helpdesk.ingest.source import Acknowledgement, Fetched
 from helpdesk.models import InboundMail, Ticket
+from helpdesk.workers import this_worker
 from tests.support.config import make_app, write_config
 from tests.support.mail import make_mail
 
@@ -146,6 +147,8 @@ def test_mail_another_daemon_stored_is_left_to_it_while_it_may_be_moving_it(
         cases = [
             (pipeline.worker, now, ""),  # its own: a MOVE of ours that failed
             (live, now, live),
+            (f"{live}/ingester", now, f"{live}/ingester"),
+            (f"{this_worker()}/another", now, f"{this_worker()}/another"),  # same process
             (live, late, ""),  # alive, yet past the lease (its pid reused, say)
             (f"{host}:0", now, ""),
             ("elsewhere.test:42", now - timedelta(minutes=1), "elsewhere.test:42"),
