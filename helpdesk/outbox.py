@@ -180,7 +180,8 @@ def claim_due(
     return [found[i] for i in ids]  # in due order
 
 
-def release_dead_workers(session: Session, host: str, is_alive: Callable[[int], bool]) -> int:
+def release_dead_workers(session: Session, host: str,
+                         alive_here: Callable[[str], bool | None]) -> int:
     """Put rows claimed by dead processes on this host back in the queue.
 
     A crash leaves rows ``sending``; other hosts must wait out the lease, but
@@ -194,8 +195,7 @@ def release_dead_workers(session: Session, host: str, is_alive: Callable[[int], 
     ).all()
     released = 0
     for row in rows:
-        pid_text = row.locked_by.rpartition(":")[2]
-        if pid_text.isdigit() and not is_alive(int(pid_text)):
+        if alive_here(row.locked_by) is False:
             row.status, row.locked_at, row.locked_by = "queued", None, ""
             session.add(row)
             released += 1

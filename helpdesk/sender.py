@@ -37,7 +37,7 @@ from helpdesk.ingest.maildir import ensure_maildir
 from helpdesk.logs import log
 from helpdesk.outbox import Claimed
 from helpdesk.settings import OutboundSettings
-from helpdesk.workers import pid_alive, this_worker
+from helpdesk.workers import alive_here, this_worker
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ class OutboxSender:
     def _claim(self, now: datetime) -> list[Claimed]:
         with session_scope(self.engine) as session:
             if not self._released:
-                released = outbox.release_dead_workers(session, socket.gethostname(), pid_alive)
+                released = outbox.release_dead_workers(session, socket.gethostname(), alive_here)
                 if released:
                     log(logger, logging.INFO, "requeued mail of a crashed sender", rows=released)
                 self._released = True
