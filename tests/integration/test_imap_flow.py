@@ -209,6 +209,46 @@ async def test_row_left_sending_by_a_crash_is_sent_after_the_lease(
     app.dispose()
 
 
+async def test_rows_a_dead_sender_on_this_host_claimed_are_sent_at_once(
+    smtp_server: SmtpCapture, tmp_path: Path
+) -> None:
+    """On its own host a restarted daemon tells a dead sender by its pid and
+    resends its rows now; a live one's rows wait for their lease."""
+    import socket
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from helpdesk import outbox
+    from helpdesk.db import session_scope
+
+    config = write_config(tmp_path, outbound=smtp_outbound(smtp_server))
+    for who in ("dead", "live"):
+        raw = tmp_path / f"{who}.eml"
+        raw.write_bytes(make_mail(sender=f"{who}@client.test", message_id=f"<{who}@client.test>"))
+        assert cli(config, "ingest", str(raw))[0] == 0
+    app = make_app(config)
+    host = socket.gethostname()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with session_scope(app.engine) as session:  # each claims one mail's two rows
+            claims = [outbox.claim_due(session, app.clock.now(), f"{host}:{pid}", 2,
+                                       timedelta(minutes=5)) for pid in (gone.pid, live.pid)]
+        assert [len(c) for c in claims] == [2, 2]
+        sender = Daemon(app).sender
+        assert await sender.send_due() == 2
+        assert await sender.send_due() == 0
+        await sender.transport.close()
+        assert sorted({r for m in smtp_server.messages for r in m.rcpt_tos}
+                      - {"team@example.test"}) == ["dead@client.test"]
+    finally:
+        live.kill()
+        live.wait()
+        app.dispose()
+
+
 def test_inbound_rows_are_unique_per_message(
     dovecot: Dovecot, imap_account: ImapAccount, tmp_path: Path
 ) -> None:
