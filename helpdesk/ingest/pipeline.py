@@ -28,8 +28,7 @@ from helpdesk.ingest import apply
 from helpdesk.ingest.classify import Classification, Kind, classify
 from helpdesk.ingest.inbound import InboundEmail
 from helpdesk.ingest.parallel import ParsePool
-from helpdesk.ingest.parse import parse_email
-from helpdesk.ingest.quotes import extract_new_text
+from helpdesk.ingest.reading import parse_result
 from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
 from helpdesk.models import InboundMail, InboundRaw, Quarantine
@@ -101,24 +100,6 @@ def dedup_key(message_id: str, sha256: str) -> str:
 
 def parse_fetched(item: Fetched) -> Parsed:
     return Parsed(item, *parse_result(item))
-
-
-def parse_result(item: Fetched) -> tuple[InboundEmail | None, str, str | None]:
-    """The parsed mail or why there is none, and its new text (the reply
-    without quoted history). Runs in parse workers too: all pure work that
-    needs nothing but the mail, and no copy of the raw bytes back."""
-    if item.too_large:
-        return None, "too_large", None
-    try:
-        mail = parse_email(item.raw)
-    except BadMessageError as exc:
-        return None, f"unparseable: {exc.reason}", None
-    except Exception as exc:  # our own bug must not stop the batch either
-        return None, f"parser crashed: {type(exc).__name__}: {exc}", None
-    try:
-        return mail, "", extract_new_text(mail.text)
-    except Exception:
-        return mail, "", None  # worked out again when applied, where a failure quarantines
 
 
 class Pipeline:

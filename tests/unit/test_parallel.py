@@ -122,3 +122,38 @@ def test_a_worker_leaves_when_the_daemon_is_killed(tmp_path: Path) -> None:
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(worker)
+
+
+def test_a_parse_worker_loads_the_parser_and_no_database_layer() -> None:
+    """A worker is spawned: it imports what unpickling the parse function
+    needs, and the parent's main module. Neither may pull in the database
+    layer (which once doubled a worker's start-up time and its memory)."""
+    from helpdesk.ingest import reading
+    from tests.support.worker_probe import HEAVY, parse_and_report
+
+    assert parse_result is reading.parse_result  # what the pipeline hands its workers
+    items = _batch(40)
+    pool = ParsePool(parse_and_report, workers=1)
+    try:
+        pool.start().result(timeout=60)
+        reports = list(pool.map(items))
+    finally:
+        pool.close()
+    # This process has the database layer loaded; the worker has none of it.
+    assert reports[0] and set(reports[0]) <= set(HEAVY)
+    assert pool.parsed_by_workers == len(items) - 1
+    assert reports[1:] == [()] * (len(items) - 1)
+
+
+def test_the_helpdesk_command_imports_the_cli_only_when_it_runs() -> None:
+    """The console script is the main module a spawned worker imports first."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="helpdesk")
+    assert script.value == "helpdesk.entry:main"
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, helpdesk.entry; "
+         "print(sorted(m for m in ('sqlalchemy', 'helpdesk.cli') if m in sys.modules))"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()
+    assert loaded == "[]"
