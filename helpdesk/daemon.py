@@ -77,8 +77,16 @@ class Ingester:
                         self.cfg.batch_size, frozenset(f.handle for f in batch) | left)
             finally:
                 outcomes = await processing
-            ours = [o for o in outcomes if not o.left_to]
-            left.update(o.fetched.handle for o in outcomes if o.left_to)
+            # Mail another daemon stored is left to it to move; where
+            # processed mail is only flagged, a second flagging is harmless,
+            # and doing it now spares fetching that mail again until then.
+            in_place = self.source.flags_processed_in_place
+            ours: list[Outcome] = []
+            for o in outcomes:
+                if not o.left_to or (in_place and not o.to_quarantine):
+                    ours.append(o)
+                else:
+                    left.add(o.fetched.handle)
             await self.source.acknowledge(Acknowledgement(
                 processed=tuple(o.fetched for o in ours if not o.to_quarantine),
                 quarantined=tuple(o.fetched for o in ours if o.to_quarantine),

@@ -191,6 +191,9 @@ class ImapSource:
         self._lost = asyncio.Event()
         self.uidvalidity: int | None = None
         self.capabilities: frozenset[str] = frozenset()
+        # "seen" marks processed mail \Seen (STORE is idempotent); quarantined
+        # mail is moved in either mode.
+        self.flags_processed_in_place = cfg.acknowledge == "seen"
 
     # -- connection -------------------------------------------------------
     async def open(self) -> None:

@@ -27,6 +27,10 @@ class MaildirSource:
         self.key = f"maildir:{self.path.resolve()}"
         self.max_bytes = max_bytes
         self.poll_interval = poll_interval
+        # Processed mail is renamed into .Processed (a second rename finds
+        # nothing to do). Maildir mail has no UID, so none is ever left to
+        # the daemon that stored it anyway.
+        self.flags_processed_in_place = False
 
     async def open(self) -> None:
         ensure_maildir(self.path)

@@ -177,6 +177,7 @@ class _ListSource:
     """A source over a list: what was fetched with which skip, what acknowledged."""
 
     key = SOURCE
+    flags_processed_in_place = False
 
     def __init__(self, items: list[Fetched]) -> None:
         self.waiting = list(items)
@@ -231,6 +232,45 @@ async def test_a_drain_leaves_such_mail_in_place_and_does_not_fetch_it_again(
         assert source.acknowledged == ["10", "11", "13", "14", "15"]
         assert sum(fetch.count("9") for fetch in source.fetches) == 1
         assert [i.handle for i in source.waiting] == ["9"]  # for its storer to move
+    finally:
+        other.kill()
+        other.wait()
+        app.dispose()
+
+
+async def test_where_processed_mail_is_only_flagged_a_drain_flags_it_but_leaves_quarantined(
+    tmp_path: Path,
+) -> None:
+    """A second flag is harmless, so mail another daemon stored as processed
+    is acknowledged at once; mail it quarantined is moved in every mode, so
+    that is still left to it."""
+    config = write_config(tmp_path, inbound={"kind": "maildir", "path": str(tmp_path / "mail"),
+                                             "batch_size": 2})
+    app = make_app(config)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        left = _left_mail()
+        held = Fetched(SOURCE, "12", b"", uidvalidity=3, uid=12)  # empty: quarantined
+        assert [o.status for o in Pipeline(app).process([left, held])] == ["done", "quarantined"]
+        with Session(app.engine) as session:
+            for row in session.exec(select(InboundMail)).all():
+                row.worker = f"{socket.gethostname()}:{other.pid}"
+                session.add(row)
+            session.commit()
+        new = [Fetched(SOURCE, str(uid), make_mail(sender=f"n{uid}@client.test",
+                                                    message_id=f"<n{uid}@client.test>"),
+                       uidvalidity=3, uid=uid) for uid in (10, 11, 13)]
+        source = _ListSource([left, *new[:2], held, new[2]])
+        source.flags_processed_in_place = True
+        ingester = Ingester(app, app.settings.inbound[0], source=source)
+        outcomes = await ingester.drain()
+        ingester.pipeline.close()
+        assert [(o.fetched.handle, o.status, bool(o.left_to)) for o in outcomes] == [
+            ("9", "duplicate", True), ("10", "done", False), ("11", "done", False),
+            ("12", "quarantined", True), ("13", "done", False)]
+        assert source.acknowledged == ["9", "10", "11", "13"]
+        assert sum(fetch.count("12") for fetch in source.fetches) == 1
+        assert [i.handle for i in source.waiting] == ["12"]  # for its storer to move
     finally:
         other.kill()
         other.wait()

@@ -326,6 +326,50 @@ async def test_acknowledging_mail_another_daemon_moved_first(
     assert len(dovecot.list_uids(imap_account.user, "Processed")) == 3
 
 
+@pytest.mark.parametrize("acknowledge", ["move", "seen"])
+async def test_mail_another_live_daemon_stored_is_left_to_it_unless_only_flagged(
+    dovecot: Dovecot, imap_account: ImapAccount, tmp_path: Path, acknowledge: str
+) -> None:
+    """A daemon stored a mail and has not acknowledged it yet; a second one
+    fetches it too. Two MOVEs of one message can leave two copies, so with
+    "move" the second leaves it where it is, for the first. With "seen" the
+    acknowledgement is a \\Seen flag, harmless twice: the second sets it,
+    and does not fetch that mail again. Both daemons live in this process."""
+    from helpdesk.ingest.pipeline import Pipeline
+    from helpdesk.ingest.source import Fetched
+
+    raw = _mails(1)[0]
+    dovecot.append(imap_account.user, "INBOX", raw)
+    config = write_config(tmp_path, inbound=imap_inbound(imap_account, acknowledge=acknowledge))
+    app = make_app(config)
+    try:
+        (uid,) = dovecot.list_uids(imap_account.user, "INBOX")
+        cfg = app.settings.inbound[0]
+        stored = Fetched(cfg.source_key, str(uid), raw,
+                         uidvalidity=dovecot.uidvalidity(imap_account.user, "INBOX"), uid=uid)
+        first = Pipeline(app)
+        ((stored_by_first),) = first.process([stored])
+        assert stored_by_first.status == "done"
+        second = Ingester(app, cfg)
+        (outcome,) = await second.drain()
+        assert (outcome.status, bool(outcome.left_to)) == ("duplicate", True)
+        again = await second.drain()
+        await second.source.close()
+        second.pipeline.close()
+        first.close()
+        flags = dovecot.flags(imap_account.user, "INBOX")
+        if acknowledge == "seen":
+            assert again == []  # the search is for UNSEEN mail
+            assert flags == {uid: frozenset({"\\Seen"})}
+        else:
+            assert [o.status for o in again] == ["duplicate"]  # still the first's to move
+            assert list(flags) == [uid] and "\\Seen" not in flags[uid]
+        assert dovecot.list_uids(imap_account.user, "INBOX") == [uid]  # never moved
+        assert len(_tickets(app)) == 1
+    finally:
+        app.dispose()
+
+
 def test_oversized_mail_is_quarantined_without_reading_it_all(
     dovecot: Dovecot, imap_account: ImapAccount, tmp_path: Path
 ) -> None:
