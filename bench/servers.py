@@ -40,7 +40,9 @@ from tests.support.services import (
 PASSWORD = "secret"
 DB_KINDS = ("sqlite", "postgres")
 _APPENDUID_RE = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]")
-CLI = [sys.executable, "-c", "from helpdesk.cli import main; raise SystemExit(main())"]
+# The installed command, as an operator starts it: its script is also the
+# main module that every spawned parse worker imports first.
+CLI = [str(Path(sys.executable).with_name("helpdesk"))]
 
 
 def crlf(raw: bytes) -> bytes:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from bench import corpus
 from helpdesk.ingest import parallel
 from helpdesk.ingest.parallel import ParsePool
-from helpdesk.ingest.pipeline import parse_result
+from helpdesk.ingest.reading import parse_result
 from helpdesk.ingest.source import Fetched
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _batch(count: int) -> list[Fetched]:
@@ -85,7 +89,7 @@ def test_a_dead_worker_loses_nothing() -> None:
 _HOLDER = """
 import os, sys, time
 from helpdesk.ingest.parallel import ParsePool
-from helpdesk.ingest.pipeline import parse_result
+from helpdesk.ingest.reading import parse_result
 if __name__ == "__main__":
     pool = ParsePool(parse_result, 1)
     pool.start().result(timeout=60)
@@ -128,10 +132,10 @@ def test_a_parse_worker_loads_the_parser_and_no_database_layer() -> None:
     """A worker is spawned: it imports what unpickling the parse function
     needs, and the parent's main module. Neither may pull in the database
     layer (which once doubled a worker's start-up time and its memory)."""
-    from helpdesk.ingest import reading
+    from helpdesk.ingest import pipeline, reading
     from tests.support.worker_probe import HEAVY, parse_and_report
 
-    assert parse_result is reading.parse_result  # what the pipeline hands its workers
+    assert pipeline.parse_result is reading.parse_result  # what the pipeline hands its workers
     items = _batch(40)
     pool = ParsePool(parse_and_report, workers=1)
     try:
@@ -145,15 +149,33 @@ def test_a_parse_worker_loads_the_parser_and_no_database_layer() -> None:
     assert reports[1:] == [()] * (len(items) - 1)
 
 
-def test_the_helpdesk_command_imports_the_cli_only_when_it_runs() -> None:
-    """The console script is the main module a spawned worker imports first."""
-    from importlib.metadata import entry_points
+_COMMAND = """
+import json, sys
+from helpdesk.entry import main  # as the installed command's script begins
+if __name__ == "__main__":
+    import helpdesk.cli  # what main() loads once the command runs
+    from helpdesk.ingest.parallel import ParsePool
+    from tests.support.worker_probe import parse_and_report
+    from tests.unit.test_parallel import _batch
+    pool = ParsePool(parse_and_report, workers=1)
+    pool.start().result(timeout=60)
+    reports = list(pool.map(_batch(20)))
+    pool.close()
+    print(json.dumps({"in_process": reports[0], "workers": reports[1:]}))
+"""
 
-    (script,) = entry_points(group="console_scripts", name="helpdesk")
-    assert script.value == "helpdesk.entry:main"
-    loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, helpdesk.entry; "
-         "print(sorted(m for m in ('sqlalchemy', 'helpdesk.cli') if m in sys.modules))"],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout.strip()
-    assert loaded == "[]"
+
+def test_the_helpdesk_command_spawns_workers_without_the_cli(tmp_path: Path) -> None:
+    """The installed command's script is the main module a spawned worker
+    imports first: it must not pull the CLI, and with it the database layer,
+    into every worker."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["scripts"]["helpdesk"] == "helpdesk.entry:main"
+    script = tmp_path / "helpdesk"
+    script.write_text(_COMMAND)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          check=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    reports = json.loads(done.stdout)
+    assert "sqlalchemy" in reports["in_process"] and "helpdesk.cli" in reports["in_process"]
+    assert reports["workers"] == [[]] * 19
