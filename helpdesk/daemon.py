@@ -77,13 +77,14 @@ class Ingester:
                         self.cfg.batch_size, frozenset(f.handle for f in batch) | left)
             finally:
                 outcomes = await processing
-            # Mail another daemon stored is left to it to move; where
-            # processed mail is only flagged, a second flagging is harmless,
-            # and doing it now spares fetching that mail again until then.
-            in_place = self.source.flags_processed_in_place
+            # Mail another daemon stored is left to it to move. Where
+            # processed mail is only flagged, a second flag is harmless, and
+            # setting it now spares fetching that mail again until its
+            # storer flags it.
+            repeatable = self.source.is_processed_ack_repeatable
             ours: list[Outcome] = []
             for o in outcomes:
-                if not o.left_to or (in_place and not o.to_quarantine):
+                if not o.left_to or (repeatable and not o.to_quarantine):
                     ours.append(o)
                 else:
                     left.add(o.fetched.handle)

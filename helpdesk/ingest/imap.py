@@ -193,7 +193,7 @@ class ImapSource:
         self.capabilities: frozenset[str] = frozenset()
         # "seen" marks processed mail \Seen (STORE is idempotent); quarantined
         # mail is moved in either mode.
-        self.flags_processed_in_place = cfg.acknowledge == "seen"
+        self.is_processed_ack_repeatable = cfg.acknowledge == "seen"
 
     # -- connection -------------------------------------------------------
     async def open(self) -> None:

@@ -27,10 +27,9 @@ class MaildirSource:
         self.key = f"maildir:{self.path.resolve()}"
         self.max_bytes = max_bytes
         self.poll_interval = poll_interval
-        # Processed mail is renamed into .Processed (a second rename finds
-        # nothing to do). Maildir mail has no UID, so none is ever left to
-        # the daemon that stored it anyway.
-        self.flags_processed_in_place = False
+        # Maildir mail has no UID, so none is ever left to the daemon that
+        # stored it (helpdesk.ingest.pipeline): this value is never consulted.
+        self.is_processed_ack_repeatable = False
 
     async def open(self) -> None:
         ensure_maildir(self.path)

@@ -30,10 +30,10 @@ class Acknowledgement:
 
 class Source(Protocol):
     key: str
-    # Processed mail is only flagged where it lies, not moved: acknowledging
-    # it a second time, from another daemon, changes nothing. (A second
-    # MOVE of one message from two sessions can leave two copies.)
-    flags_processed_in_place: bool
+    # Whether acknowledging processed mail a second time, from another
+    # daemon, changes nothing: true where it is only flagged where it lies.
+    # (A second MOVE of one message from two sessions can leave two copies.)
+    is_processed_ack_repeatable: bool
 
     async def open(self) -> None: ...
 

@@ -348,7 +348,7 @@ async def test_mail_another_live_daemon_stored_is_left_to_it_unless_only_flagged
         stored = Fetched(cfg.source_key, str(uid), raw,
                          uidvalidity=dovecot.uidvalidity(imap_account.user, "INBOX"), uid=uid)
         first = Pipeline(app)
-        ((stored_by_first),) = first.process([stored])
+        (stored_by_first,) = first.process([stored])
         assert stored_by_first.status == "done"
         second = Ingester(app, cfg)
         (outcome,) = await second.drain()
