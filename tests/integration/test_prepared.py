@@ -4,14 +4,26 @@ savepoint, and fail with SQLAlchemy's exceptions; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Connection, Engine, Integer, bindparam, create_engine, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    bindparam,
+    create_engine,
+    make_url,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
 from helpdesk import prepared
+from helpdesk.db import ensure_schema, make_engine
 from helpdesk.models import Event, Participant, ThreadId, Ticket
 from helpdesk.rows import (
     connection,
@@ -21,6 +33,8 @@ from helpdesk.rows import (
     model_table,
     upsert,
 )
+from helpdesk.settings import DatabaseSettings
+from tests.support.proxy import TcpProxy
 
 NOW = datetime(2026, 12, 7, 9, 30, 15, 123456, tzinfo=UTC)
 _EVENTS = model_table(Event)
@@ -179,3 +193,37 @@ def test_repeated_and_alternating_values_bind_as_themselves(schema_engine: Engin
         stored = session.execute(select(_EVENTS.c.created_at).order_by(_EVENTS.c.id)).scalars()
         assert [when.replace(tzinfo=UTC) if when.tzinfo is None else when
                 for when in stored] == sequence
+
+
+@pytest.mark.postgres
+def test_after_a_lost_connection_statements_run_on_the_new_one(
+    pg_url: str, tcp_proxy: Callable[[str, int], TcpProxy]
+) -> None:
+    """The driver cursor these statements share belongs to one connection:
+    once that connection is lost, the next session's statements run on a
+    new connection (and its own cursor), not on the dead one."""
+    url = make_url(pg_url)
+    assert url.host and url.port
+    proxy = tcp_proxy(url.host, url.port)
+    through = url.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+    settings = DatabaseSettings(url=through, auto_upgrade=True)
+    engine = make_engine(settings)
+    try:
+        ensure_schema(engine, settings)
+        with Session(engine) as session:
+            _ticket(session, 1)
+            session.commit()
+        with Session(engine) as session:
+            _ticket(session, 2)  # in a transaction on the connection about to be lost
+            proxy.cut_all()
+            with pytest.raises(DBAPIError) as raised:
+                _ticket(session, 3)
+            assert raised.value.connection_invalidated
+        with Session(engine) as session:
+            _ticket(session, 4)
+            conn = connection(session)
+            assert prepared.run(conn, select(_TICKETS.c.number).order_by(_TICKETS.c.number)) == [
+                (1,), (4,)]
+            session.commit()
+    finally:
+        engine.dispose()
