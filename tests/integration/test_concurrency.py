@@ -206,38 +206,53 @@ class _ListSource:
         return None
 
 
-async def test_a_drain_leaves_such_mail_in_place_and_does_not_fetch_it_again(
-    tmp_path: Path,
-) -> None:
+async def _drain_beside_a_live_storer(
+    tmp_path: Path, stored: list[Fetched], waiting: list[Fetched], *, repeatable: bool = False
+) -> tuple[list[str], list[Outcome], _ListSource]:
+    """Store ``stored`` as a live daemon on this host would have, then drain
+    ``waiting`` (batches of two) with its own pipeline; return the statuses
+    ``stored`` got, the drain's outcomes, and the source it drained."""
     config = write_config(tmp_path, inbound={"kind": "maildir", "path": str(tmp_path / "mail"),
                                              "batch_size": 2})
     app = make_app(config)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        left = _left_mail()
-        Pipeline(app).process([left])
+        statuses = [o.status for o in Pipeline(app).process(stored)]
         with Session(app.engine) as session:
-            row = session.exec(select(InboundMail)).one()
-            row.worker = f"{socket.gethostname()}:{other.pid}"
-            session.add(row)
+            for row in session.exec(select(InboundMail)).all():
+                row.worker = f"{socket.gethostname()}:{other.pid}"
+                session.add(row)
             session.commit()
-        new = [Fetched(SOURCE, str(uid), make_mail(sender=f"n{uid}@client.test",
-                                                    message_id=f"<n{uid}@client.test>"),
-                       uidvalidity=3, uid=uid) for uid in (10, 11, 13, 14, 15)]
-        source = _ListSource([left, *new])
+        source = _ListSource(waiting)
+        source.is_processed_ack_repeatable = repeatable
         ingester = Ingester(app, app.settings.inbound[0], source=source)
         outcomes = await ingester.drain()
         ingester.pipeline.close()
-        assert [(o.fetched.handle, o.status, bool(o.left_to)) for o in outcomes] == [
-            ("9", "duplicate", True), ("10", "done", False), ("11", "done", False),
-            ("13", "done", False), ("14", "done", False), ("15", "done", False)]
-        assert source.acknowledged == ["10", "11", "13", "14", "15"]
-        assert sum(fetch.count("9") for fetch in source.fetches) == 1
-        assert [i.handle for i in source.waiting] == ["9"]  # for its storer to move
+        return statuses, outcomes, source
     finally:
         other.kill()
         other.wait()
         app.dispose()
+
+
+def _new_mail(*uids: int) -> list[Fetched]:
+    return [Fetched(SOURCE, str(uid), make_mail(sender=f"n{uid}@client.test",
+                                                message_id=f"<n{uid}@client.test>"),
+                    uidvalidity=3, uid=uid) for uid in uids]
+
+
+async def test_a_drain_leaves_such_mail_in_place_and_does_not_fetch_it_again(
+    tmp_path: Path,
+) -> None:
+    left = _left_mail()
+    _, outcomes, source = await _drain_beside_a_live_storer(
+        tmp_path, [left], [left, *_new_mail(10, 11, 13, 14, 15)])
+    assert [(o.fetched.handle, o.status, bool(o.left_to)) for o in outcomes] == [
+        ("9", "duplicate", True), ("10", "done", False), ("11", "done", False),
+        ("13", "done", False), ("14", "done", False), ("15", "done", False)]
+    assert source.acknowledged == ["10", "11", "13", "14", "15"]
+    assert sum(fetch.count("9") for fetch in source.fetches) == 1
+    assert [i.handle for i in source.waiting] == ["9"]  # for its storer to move
 
 
 async def test_where_processed_mail_is_only_flagged_a_drain_flags_it_but_leaves_quarantined(
@@ -246,38 +261,19 @@ async def test_where_processed_mail_is_only_flagged_a_drain_flags_it_but_leaves_
     """A second flag is harmless, so mail another daemon stored as processed
     is acknowledged at once; mail it quarantined is moved in every mode, so
     that is still left to it."""
-    config = write_config(tmp_path, inbound={"kind": "maildir", "path": str(tmp_path / "mail"),
-                                             "batch_size": 2})
-    app = make_app(config)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        left = _left_mail()
-        held = Fetched(SOURCE, "12", b"", uidvalidity=3, uid=12)  # empty: quarantined
-        assert [o.status for o in Pipeline(app).process([left, held])] == ["done", "quarantined"]
-        with Session(app.engine) as session:
-            for row in session.exec(select(InboundMail)).all():
-                row.worker = f"{socket.gethostname()}:{other.pid}"
-                session.add(row)
-            session.commit()
-        new = [Fetched(SOURCE, str(uid), make_mail(sender=f"n{uid}@client.test",
-                                                    message_id=f"<n{uid}@client.test>"),
-                       uidvalidity=3, uid=uid) for uid in (10, 11, 13, 14, 15, 16)]
-        source = _ListSource([left, *new[:2], held, *new[2:]])
-        source.is_processed_ack_repeatable = True
-        ingester = Ingester(app, app.settings.inbound[0], source=source)
-        outcomes = await ingester.drain()
-        ingester.pipeline.close()
-        assert [(o.fetched.handle, o.status, bool(o.left_to)) for o in outcomes] == [
-            ("9", "duplicate", True), ("10", "done", False), ("11", "done", False),
-            ("12", "quarantined", True), ("13", "done", False), ("14", "done", False),
-            ("15", "done", False), ("16", "done", False)]
-        assert source.acknowledged == ["9", "10", "11", "13", "14", "15", "16"]
-        assert source.quarantined == []
-        # Batches of two, each next one read while one is stored: 12 would
-        # be read again with 15 but for the drain's memory of it.
-        assert sum(fetch.count("12") for fetch in source.fetches) == 1
-        assert [i.handle for i in source.waiting] == ["12"]  # for its storer to move
-    finally:
-        other.kill()
-        other.wait()
-        app.dispose()
+    left = _left_mail()
+    held = Fetched(SOURCE, "12", b"", uidvalidity=3, uid=12)  # empty: quarantined
+    new = _new_mail(10, 11, 13, 14, 15, 16)
+    statuses, outcomes, source = await _drain_beside_a_live_storer(
+        tmp_path, [left, held], [left, *new[:2], held, *new[2:]], repeatable=True)
+    assert statuses == ["done", "quarantined"]
+    assert [(o.fetched.handle, o.status, bool(o.left_to)) for o in outcomes] == [
+        ("9", "duplicate", True), ("10", "done", False), ("11", "done", False),
+        ("12", "quarantined", True), ("13", "done", False), ("14", "done", False),
+        ("15", "done", False), ("16", "done", False)]
+    assert source.acknowledged == ["9", "10", "11", "13", "14", "15", "16"]
+    assert source.quarantined == []
+    # Batches of two, each next one read while one is stored: 12 would
+    # be read again with 15 but for the drain's memory of it.
+    assert sum(fetch.count("12") for fetch in source.fetches) == 1
+    assert [i.handle for i in source.waiting] == ["12"]  # for its storer to move

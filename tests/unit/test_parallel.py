@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from bench import corpus
 from helpdesk.ingest import parallel
@@ -17,6 +19,7 @@ from helpdesk.ingest.reading import parse_result
 from helpdesk.ingest.source import Fetched
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def _batch(count: int) -> list[Fetched]:
@@ -24,23 +27,30 @@ def _batch(count: int) -> list[Fetched]:
     return [Fetched("t", str(i), m.raw, uid=i + 1) for i, m in enumerate(mails)]
 
 
+def _on_started_workers(parse: Callable[[Fetched], T], items: list[Fetched]
+                        ) -> tuple[list[T], int]:
+    """``items`` mapped by a pool of one worker, started first; and how many
+    of them the worker parsed."""
+    pool = ParsePool(parse, workers=1)
+    try:
+        pool.start().result(timeout=60)
+        return list(pool.map(items)), pool.parsed_by_workers
+    finally:
+        pool.close()
+
+
 def test_workers_return_the_in_process_results_in_batch_order() -> None:
     items = _batch(80)
     items[3] = Fetched("t", "big", b"Subject: big\r\n\r\n" + b"x" * (parallel.MAX_SIZE + 1))
     items[5] = Fetched("t", "cut", b"Subject: cut\r\n\r\n", too_large=True)
     items[9] = Fetched("t", "empty", b"")
-    pool = ParsePool(parse_result, workers=1)
-    try:
-        pool.start().result(timeout=60)
-        got = list(pool.map(items))
-    finally:
-        pool.close()
+    got, by_workers = _on_started_workers(parse_result, items)
     assert got == [parse_result(item) for item in items]
     assert got[5] == (None, "too_large", None)
     assert got[9][0] is None and got[9][1].startswith("unparseable")
     # With a worker up, all but the first message, the large one and the
     # cut one were parsed there.
-    assert pool.parsed_by_workers == len(items) - 3
+    assert by_workers == len(items) - 3
 
 
 def test_storing_does_not_wait_for_the_workers_to_start() -> None:
@@ -137,15 +147,10 @@ def test_a_parse_worker_loads_the_parser_and_no_database_layer() -> None:
 
     assert pipeline.parse_result is reading.parse_result  # what the pipeline hands its workers
     items = _batch(40)
-    pool = ParsePool(parse_and_report, workers=1)
-    try:
-        pool.start().result(timeout=60)
-        reports = list(pool.map(items))
-    finally:
-        pool.close()
+    reports, by_workers = _on_started_workers(parse_and_report, items)
     # This process has the database layer loaded; the worker has none of it.
     assert reports[0] and set(reports[0]) <= set(HEAVY)
-    assert pool.parsed_by_workers == len(items) - 1
+    assert by_workers == len(items) - 1
     assert reports[1:] == [()] * (len(items) - 1)
 
 
