@@ -149,7 +149,8 @@ def run(conn: Connection, stmt: Executable, params: Params | Sequence[Params] = 
         result = conn.execute(stmt, rows if len(rows) > 1 else rows[0])
         return [tuple(row) for row in result] if result.returns_rows else []
     args = [plan.bind(row) for row in rows]
-    cursor = _cursor(conn)
+    info = conn.info
+    cursor = _cursor(conn, info)
     try:
         if len(args) > 1:
             cursor.executemany(plan.sql, args)
@@ -158,27 +159,43 @@ def run(conn: Connection, stmt: Executable, params: Params | Sequence[Params] = 
             cursor.execute(plan.sql, args[0])
         else:
             cursor.execute(plan.sql, args[0], prepare=False)
-        return [tuple(row) for row in cursor.fetchall()] if plan.returns_rows else []
+        # Every row is read, whatever the plan says (a text() SELECT has no
+        # result columns there): an unfinished SELECT on the shared sqlite3
+        # cursor keeps its read snapshot past the commit, so the WAL cannot
+        # be checkpointed and, once another connection writes, each later
+        # write transaction on this connection fails as locked.
+        return [] if cursor.description is None else [tuple(row) for row in cursor.fetchall()]
     except conn.dialect.loaded_dbapi.Error as exc:
-        # SQLAlchemy closes the cursor of a failed statement.
-        conn.info.pop(_CURSOR, None)
+        _forget(info, cursor)  # SQLAlchemy closes the cursor of a failed statement
         raise_driver_error(conn, exc, plan.sql, args, cursor)
+    except BaseException:
+        # Not a statement's failure (an interrupt, say): what the cursor
+        # holds is unknown, so it goes.
+        _forget(info, cursor)
+        cursor.close()
+        raise
 
 
-def _cursor(conn: Connection) -> Any:
+def _cursor(conn: Connection, info: dict[Any, Any]) -> Any:
     """The driver cursor these statements share on ``conn``'s connection.
 
     Opening one per statement cost psycopg 8 µs of its 40 µs per statement.
-    It lives in the connection's ``info``, which SQLAlchemy empties when the
-    connection is closed or invalidated; every result is read in full
-    before the next statement, so sharing it hands nothing stale on."""
-    info = conn.info
+    It lives in the connection's ``info``, which belongs to the pool's slot:
+    SQLAlchemy empties it when the slot gets a new driver connection (after
+    an invalidation, a failed ping, a recycle), so a cursor never outlives
+    the connection it was opened on. (A psycopg cursor closed by hand is
+    replaced; sqlite3 cursors do not say.)"""
     cursor = info.get(_CURSOR)
     if cursor is None or getattr(cursor, "closed", False):
         driver = conn.connection.driver_connection
         assert driver is not None
         cursor = info[_CURSOR] = driver.cursor()
     return cursor
+
+
+def _forget(info: dict[Any, Any], cursor: Any) -> None:
+    if info.get(_CURSOR) is cursor:
+        del info[_CURSOR]
 
 
 def raise_driver_error(conn: Connection, exc: Exception, sql: str, args: Any, cursor: Any

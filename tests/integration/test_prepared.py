@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import (
@@ -226,4 +227,64 @@ def test_after_a_lost_connection_statements_run_on_the_new_one(
                 (1,), (4,)]
             session.commit()
     finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_connection_cut_while_idle_in_the_pool_gets_a_new_cursor(
+    pg_url: str, tcp_proxy: Callable[[str, int], TcpProxy]
+) -> None:
+    """Cut while no session holds it: the pool's ping finds the connection
+    dead and opens another in its slot, and the next statements must run on
+    that one, not on the cursor of the dead one."""
+    url = make_url(pg_url)
+    assert url.host and url.port
+    proxy = tcp_proxy(url.host, url.port)
+    through = url.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+    settings = DatabaseSettings(url=through, auto_upgrade=True)
+    engine = make_engine(settings)
+    try:
+        ensure_schema(engine, settings)
+        with Session(engine) as session:
+            _ticket(session, 1)
+            session.commit()
+        proxy.cut_all()
+        with Session(engine) as session:
+            _ticket(session, 2)
+            session.commit()
+            numbers = prepared.run(connection(session),
+                                   select(_TICKETS.c.number).order_by(_TICKETS.c.number))
+        assert numbers == [(1,), (2,)]
+    finally:
+        engine.dispose()
+
+
+def test_rows_a_statement_leaves_unread_do_not_hold_the_database(tmp_path: Path) -> None:
+    """A SELECT written as text has no result columns in its plan; its rows
+    are read all the same. An unfinished SELECT left on SQLite's cursor would
+    keep its read snapshot after the commit: the WAL could not be
+    checkpointed, and once another connection wrote, every later write
+    transaction on this pooled connection failed as locked."""
+    settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'helpdesk.db'}", auto_upgrade=True)
+    engine = make_engine(settings)
+    other = create_engine(f"sqlite:///{tmp_path / 'helpdesk.db'}")
+    try:
+        ensure_schema(engine, settings)
+        with Session(engine) as session:
+            for number in range(1, 4):
+                _ticket(session, number)
+            session.commit()
+        with Session(engine) as session:
+            prepared.run(connection(session), text("SELECT number FROM ticket"))
+            session.commit()
+        with other.begin() as conn:
+            conn.execute(text("UPDATE ticket SET subject = 'Printer fixed' WHERE number = 1"))
+        with other.connect() as conn:
+            busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        assert busy == 0
+        with Session(engine) as session:
+            assert _ticket(session, 4) > 0
+            session.commit()
+    finally:
+        other.dispose()
         engine.dispose()
