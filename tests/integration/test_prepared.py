@@ -4,7 +4,7 @@ savepoint, and fail with SQLAlchemy's exceptions; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -196,67 +196,64 @@ def test_repeated_and_alternating_values_bind_as_themselves(schema_engine: Engin
                 for when in stored] == sequence
 
 
+@pytest.fixture
+def proxied(pg_url: str, tcp_proxy: Callable[[str, int], TcpProxy]
+            ) -> Iterator[tuple[Engine, TcpProxy]]:
+    """The daemon's engine on ``pg_url`` through a TCP proxy, its schema in
+    place and one ticket (number 1) stored."""
+    url = make_url(pg_url)
+    assert url.host and url.port
+    proxy = tcp_proxy(url.host, url.port)
+    through = url.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+    settings = DatabaseSettings(url=through, auto_upgrade=True)
+    engine = make_engine(settings)
+    try:
+        ensure_schema(engine, settings)
+        with Session(engine) as session:
+            _ticket(session, 1)
+            session.commit()
+        yield engine, proxy
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.postgres
 def test_after_a_lost_connection_statements_run_on_the_new_one(
-    pg_url: str, tcp_proxy: Callable[[str, int], TcpProxy]
+    proxied: tuple[Engine, TcpProxy],
 ) -> None:
     """The driver cursor these statements share belongs to one connection:
     once that connection is lost, the next session's statements run on a
     new connection (and its own cursor), not on the dead one."""
-    url = make_url(pg_url)
-    assert url.host and url.port
-    proxy = tcp_proxy(url.host, url.port)
-    through = url.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
-    settings = DatabaseSettings(url=through, auto_upgrade=True)
-    engine = make_engine(settings)
-    try:
-        ensure_schema(engine, settings)
-        with Session(engine) as session:
-            _ticket(session, 1)
-            session.commit()
-        with Session(engine) as session:
-            _ticket(session, 2)  # in a transaction on the connection about to be lost
-            proxy.cut_all()
-            with pytest.raises(DBAPIError) as raised:
-                _ticket(session, 3)
-            assert raised.value.connection_invalidated
-        with Session(engine) as session:
-            _ticket(session, 4)
-            conn = connection(session)
-            assert prepared.run(conn, select(_TICKETS.c.number).order_by(_TICKETS.c.number)) == [
-                (1,), (4,)]
-            session.commit()
-    finally:
-        engine.dispose()
+    engine, proxy = proxied
+    with Session(engine) as session:
+        _ticket(session, 2)  # in a transaction on the connection about to be lost
+        proxy.cut_all()
+        with pytest.raises(DBAPIError) as raised:
+            _ticket(session, 3)
+        assert raised.value.connection_invalidated
+    with Session(engine) as session:
+        _ticket(session, 4)
+        conn = connection(session)
+        assert prepared.run(conn, select(_TICKETS.c.number).order_by(_TICKETS.c.number)) == [
+            (1,), (4,)]
+        session.commit()
 
 
 @pytest.mark.postgres
 def test_a_connection_cut_while_idle_in_the_pool_gets_a_new_cursor(
-    pg_url: str, tcp_proxy: Callable[[str, int], TcpProxy]
+    proxied: tuple[Engine, TcpProxy],
 ) -> None:
     """Cut while no session holds it: the pool's ping finds the connection
     dead and opens another in its slot, and the next statements must run on
     that one, not on the cursor of the dead one."""
-    url = make_url(pg_url)
-    assert url.host and url.port
-    proxy = tcp_proxy(url.host, url.port)
-    through = url.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
-    settings = DatabaseSettings(url=through, auto_upgrade=True)
-    engine = make_engine(settings)
-    try:
-        ensure_schema(engine, settings)
-        with Session(engine) as session:
-            _ticket(session, 1)
-            session.commit()
-        proxy.cut_all()
-        with Session(engine) as session:
-            _ticket(session, 2)
-            session.commit()
-            numbers = prepared.run(connection(session),
-                                   select(_TICKETS.c.number).order_by(_TICKETS.c.number))
-        assert numbers == [(1,), (2,)]
-    finally:
-        engine.dispose()
+    engine, proxy = proxied
+    proxy.cut_all()
+    with Session(engine) as session:
+        _ticket(session, 2)
+        session.commit()
+        numbers = prepared.run(connection(session),
+                               select(_TICKETS.c.number).order_by(_TICKETS.c.number))
+    assert numbers == [(1,), (2,)]
 
 
 def test_rows_a_statement_leaves_unread_do_not_hold_the_database(tmp_path: Path) -> None:
