@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import date, time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
@@ -26,6 +27,9 @@ from helpdesk.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("config/helpdesk.toml")
 SECRET_KEYS = frozenset({"password", "secret"})
 MASK = "********"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Query parameters of a database URL that carry a secret (libpq's names).
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -448,6 +452,9 @@ def validate(s: Settings) -> None:
         raise ConfigError("helpdesk.parse_workers", "must be between 0 and 32")
     if h.log_format not in ("kv", "json"):
         raise ConfigError("helpdesk.log_format", "must be 'kv' or 'json'")
+    if h.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError("helpdesk.log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+    _at_least(h.reopen_window_days, 0, "helpdesk.reopen_window_days")
     if not s.database.url.startswith(("sqlite:", "postgresql")):
         raise ConfigError("database.url", "must be a sqlite:/// or postgresql+psycopg:// URL")
     if not s.inbound:
@@ -467,6 +474,7 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{key}.acknowledge", "must be 'move' or 'seen'")
         if src.poll_interval <= 0:
             raise ConfigError(f"{key}.poll_interval", "must be positive")
+        _positive(src.timeout, f"{key}.timeout")
         if not 0 <= src.max_fetch_bytes <= MAX_MESSAGE_SIZE_LIMIT + FETCH_HEADROOM:
             raise ConfigError(f"{key}.max_fetch_bytes", "must be between 0 (max_message_size "
                               f"plus 1 MiB) and {MAX_MESSAGE_SIZE_LIMIT + FETCH_HEADROOM} bytes")
@@ -479,6 +487,18 @@ def validate(s: Settings) -> None:
         raise ConfigError("outbound.security", "must be 'tls', 'starttls' or 'none'")
     if o.max_attempts < 1:
         raise ConfigError("outbound.max_attempts", "must be at least 1")
+    # Zero or negative waits make the loops that use them spin (a sender
+    # polling with a negative timeout never sleeps).
+    for name in ("timeout", "poll_interval", "backoff_base", "max_age_hours"):
+        _positive(getattr(o, name), f"outbound.{name}")
+    if o.backoff_max < o.backoff_base:
+        raise ConfigError("outbound.backoff_max", "must be at least outbound.backoff_base")
+    _at_least(o.in_flight, 1, "outbound.in_flight")
+    for name in ("auto_per_hour", "auto_per_day", "undeliverable_days"):
+        _at_least(getattr(o, name), 0, f"outbound.{name}")
+    _positive(s.sla.interval, "sla.interval")
+    _positive(s.escalation.window_hours, "escalation.window_hours")
+    _positive(s.escalation.review_minutes, "escalation.review_minutes")
     if not 0 < s.sla.warning_share < 1:
         raise ConfigError("sla.warning_share", "must be between 0 and 1 (e.g. 0.75)")
     for i, day in enumerate(s.sla.closures):
@@ -513,6 +533,16 @@ def validate(s: Settings) -> None:
                 raise ConfigError(f"{key}.days", f"{d!r} is not one of {WEEKDAYS}")
 
 
+def _positive(value: float, key: str) -> None:
+    if not value > 0:  # NaN too
+        raise ConfigError(key, f"must be positive, not {value!r}")
+
+
+def _at_least(value: float, least: float, key: str) -> None:
+    if not value >= least:
+        raise ConfigError(key, f"must be at least {least}, not {value!r}")
+
+
 def _check_address(value: str, key: str) -> None:
     local, at, domain = value.rpartition("@")
     if not at or not local or "." not in domain or any(c in value for c in " \r\n<>,"):
@@ -542,10 +572,18 @@ def masked(value: Any, key: str = "") -> Any:
 
 
 def mask_url(url: str) -> str:
-    """Hide the password of a database URL (scheme://user:pass@host/db)."""
+    """Hide the passwords of a database URL: the one in ``user:pass@`` and
+    those given as query parameters (``?password=``, ``?sslpassword=``)."""
     scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
+    if not sep:
         return url
-    user = creds.partition(":")[0]
-    return f"{scheme}://{user}:{MASK}@{host}"
+    rest, question, query = rest.partition("?")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        rest = f"{creds.partition(':')[0]}:{MASK}@{host}"
+    if question:
+        pairs = [pair.partition("=") for pair in query.split("&")]
+        query = "&".join(
+            f"{name}{eq}{MASK if eq and unquote(name).lower() in _SECRET_PARAMS else value}"
+            for name, eq, value in pairs)
+    return f"{scheme}://{rest}{question}{query}"

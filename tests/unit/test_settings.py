@@ -77,6 +77,19 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
     assert mask_url("sqlite:///var/x.db") == "sqlite:///var/x.db"
 
 
+def test_passwords_given_as_url_parameters_are_masked(tmp_path: Path) -> None:
+    """libpq takes ``password`` and ``sslpassword`` as query parameters too."""
+    url = ("postgresql+psycopg://helpdesk:hunter2@db.example.test/helpdesk"
+           "?sslmode=require&Password=QueryS3cret&sslpassword=KeyS3cret&application_name=hd")
+    shown = mask_url(url)
+    assert "hunter2" not in shown and "QueryS3cret" not in shown and "KeyS3cret" not in shown
+    assert shown == ("postgresql+psycopg://helpdesk:********@db.example.test/helpdesk"
+                     "?sslmode=require&Password=********&sslpassword=********"
+                     "&application_name=hd")
+    s = load_settings(_write(tmp_path, GOOD), {"HELPDESK_DATABASE__URL": url})
+    assert "QueryS3cret" not in json.dumps(masked(s))
+
+
 @pytest.mark.parametrize(
     ("text", "key", "words"),
     [
@@ -102,6 +115,20 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
         ('[sla]\nbank_holidays = "XX-NOPE"\n', "sla.bank_holidays", "not a known"),
         ('[[customers]]\nname = "A"\nteam_address = "x"\n', "customers[0].team_address",
          "email address"),
+        # Each of these made a loop spin at full CPU, one of them deaf to SIGTERM.
+        ("[sla]\ninterval = -5\n", "sla.interval", "must be positive"),
+        ("[sla]\ninterval = 0\n", "sla.interval", "must be positive"),
+        ("[outbound]\npoll_interval = -1\n", "outbound.poll_interval", "must be positive"),
+        ("[outbound]\nbackoff_base = 0\n", "outbound.backoff_base", "must be positive"),
+        ("[outbound]\nbackoff_base = 60\nbackoff_max = 30\n", "outbound.backoff_max",
+         "at least outbound.backoff_base"),
+        ("[outbound]\nin_flight = 0\n", "outbound.in_flight", "at least 1"),
+        ("[outbound]\nauto_per_day = -1\n", "outbound.auto_per_day", "at least 0"),
+        ('[[inbound]]\nkind = "maildir"\npath = "m"\ntimeout = 0\n', "inbound[0].timeout",
+         "must be positive"),
+        ("[escalation]\nreview_minutes = -60\n", "escalation.review_minutes", "positive"),
+        ("[helpdesk]\nreopen_window_days = -1\n", "helpdesk.reopen_window_days", "at least 0"),
+        ('[helpdesk]\nlog_level = "VERBOSE"\n', "helpdesk.log_level", "one of DEBUG, INFO"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str, words: str) -> None:
