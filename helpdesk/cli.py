@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from helpdesk import db, logs, outbox
@@ -55,6 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HelpdeskError as exc:
         print(f"helpdesk: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "ingest" else 1
+    except OperationalError as exc:
+        # The database cannot be reached (or went away): a temporary failure
+        # to report in one line, not a traceback. The driver's message names
+        # host and port, never the password; the URL is shown masked.
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        print(f"helpdesk: database unavailable ({mask_url(settings.database.url)}): {reason}",
+              file=sys.stderr)
+        return EX_TEMPFAIL
     finally:
         app.dispose()
 
@@ -206,8 +215,11 @@ def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
             # any size.
             start = session.exec(select(func.substr(InboundRaw.raw, 1, 80_000))
                                  .where(InboundRaw.inbound_mail_id == m.id)).one()
+            # An empty message comes back as NULL (SQLite's substr of a
+            # zero-length blob).
             data = _quarantine_json(q, m) | {
-                "detail": q.detail, "raw": bytes(start).decode("utf-8", "replace")[:20000]}
+                "detail": q.detail,
+                "raw": bytes(start or b"").decode("utf-8", "replace")[:20000]}
             print(json.dumps(data, indent=2))
             return EX_OK
     if args.id is None and not args.all:

@@ -100,6 +100,27 @@ def test_empty_message_is_quarantined_and_next_processed(tmp_path: Path) -> None
     assert len(list((tmp_path / "mail" / ".Quarantine" / "cur").iterdir())) == 1
 
 
+def test_an_empty_quarantined_message_can_be_shown(tmp_path: Path) -> None:
+    """Zero bytes come back from the database as no value at all."""
+    config = write_config(tmp_path)
+    (tmp_path / "mail" / "new").mkdir(parents=True)
+    (tmp_path / "mail" / "new" / "1.empty").write_bytes(b"")
+    assert cli(config, "run", "--once")[0] == 0
+    (held,) = cli_json(config, "quarantine", "list")
+    shown = cli_json(config, "quarantine", "show", str(held["id"]))
+    assert (shown["reason"], shown["raw"]) == ("unparseable", "")
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path) -> None:
+    broken = write_config(tmp_path, db_url="postgresql+psycopg://nobody:hunter2@127.0.0.1:1/none")
+    for command in (["tickets", "list"], ["db", "status"], ["sla", "report"]):
+        code, out, err = cli(broken, *command)
+        assert code == 75, (command, err)
+        assert err.startswith("helpdesk: database unavailable (postgresql+psycopg://nobody:****")
+        assert "port 1 failed" in err and len(err.strip().splitlines()) == 1
+        assert "hunter2" not in out + err
+
+
 def test_pipe_ingest_exit_codes(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     raw_path = tmp_path / "in.eml"
