@@ -96,9 +96,7 @@ def with_secret(settings: Settings) -> Settings:
     so there it has to be configured."""
     if settings.helpdesk.secret:
         return settings
-    if not settings.database.is_sqlite or ":memory:" in settings.database.url:
-        raise ConfigError("helpdesk.secret", "is required with PostgreSQL; set "
-                          "HELPDESK_HELPDESK__SECRET to a long random string")
+    _require_secret(settings)
     db_path = Path(settings.database.url.split("///", 1)[1])
     secret_file = db_path.with_name(db_path.name + ".secret")
     if not secret_file.exists():
@@ -108,6 +106,23 @@ def with_secret(settings: Settings) -> Settings:
             fh.write(secrets.token_urlsafe(32))
     secret = secret_file.read_text().strip()
     return replace(settings, helpdesk=replace(settings.helpdesk, secret=secret))
+
+
+def _require_secret(settings: Settings) -> None:
+    """Raise unless the secret is configured or may be made beside SQLite."""
+    if settings.helpdesk.secret:
+        return
+    if not settings.database.is_sqlite or ":memory:" in settings.database.url:
+        raise ConfigError("helpdesk.secret", "is required with PostgreSQL; set "
+                          "HELPDESK_HELPDESK__SECRET to a long random string")
+
+
+def check(settings: Settings) -> None:
+    """What :meth:`App.create` would refuse, found without starting anything:
+    no file is written, no database is opened. Templates are compiled, so a
+    syntax error names its purpose now rather than quarantining mail later."""
+    _require_secret(settings)
+    Templates(dict(settings.templates)).compile_all()
 
 
 def build_policy(settings: Settings) -> SlaPolicy:

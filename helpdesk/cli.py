@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from helpdesk import db, logs, outbox
-from helpdesk.app import App
+from helpdesk.app import App, check
 from helpdesk.clock import Clock, OffsetClock, SystemClock
 from helpdesk.errors import ConfigError, HelpdeskError, SchemaOutdatedError
 from helpdesk.models import Event, InboundMail, InboundRaw, Message, Outbox, Quarantine, Ticket
@@ -40,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_TEMPFAIL if args.command == "ingest" else EX_CONFIG
     logs.configure(settings.helpdesk.log_level, settings.helpdesk.log_format)
     if args.command == "check-config":
+        try:
+            check(settings)
+        except ConfigError as exc:
+            print(f"helpdesk: configuration error: {exc}", file=sys.stderr)
+            return EX_CONFIG
         print(json.dumps(masked(settings), indent=2, default=str))
         return EX_OK
     try:
@@ -52,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(app, args)
     except SchemaOutdatedError as exc:
         print(f"helpdesk: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.command == "ingest" else EX_CONFIG
+    except ConfigError as exc:
+        print(f"helpdesk: configuration error: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "ingest" else EX_CONFIG
     except HelpdeskError as exc:
         print(f"helpdesk: {exc}", file=sys.stderr)
@@ -128,6 +136,9 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
     from helpdesk.daemon import Daemon
 
     _ready(app)
+    # A template that does not compile would quarantine every mail that
+    # needs it: refuse to start instead (ConfigError, exit 78).
+    app.templates.compile_all()
     daemon = Daemon(app)
     if args.once:
         outcomes = asyncio.run(daemon.once())

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    select_autoescape,
+)
 
 from helpdesk.errors import ConfigError
 
@@ -73,6 +80,17 @@ class Templates:
         html = self._template(purpose, "html")
         return Rendered(text=text.render(**context) if text else "",
                         html=html.render(**context) if html else "")
+
+    def compile_all(self) -> None:
+        """Load and compile every purpose's templates; a syntax error or a
+        missing include is a ConfigError naming the purpose."""
+        for purpose in PURPOSES:
+            for ext in ("txt", "html"):
+                try:
+                    self._template(purpose, ext)
+                except TemplateError as exc:
+                    where = f"templates.{purpose}" if purpose in self._overrides else "templates"
+                    raise ConfigError(where, f"{purpose}.{ext}: {exc}") from None
 
     def _template(self, purpose: str, ext: str) -> Template | None:
         """The compiled template, or None for an html part that does not exist.

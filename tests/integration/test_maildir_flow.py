@@ -141,6 +141,30 @@ def test_outdated_schema_is_refused_with_the_fix(pg_url: str, tmp_path: Path) ->
     assert cli(config, "tickets", "list")[0] == 0
 
 
+def test_check_config_refuses_what_the_daemon_would_refuse(tmp_path: Path) -> None:
+    """Without starting anything: no secret file written, no database opened."""
+    pg = write_config(tmp_path, db_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
+                      helpdesk={"secret": ""})
+    code, _, err = cli(pg, "check-config")
+    assert code == 78 and "helpdesk.secret" in err and "required with PostgreSQL" in err
+    embedded = write_config(tmp_path, helpdesk={"secret": ""})
+    assert cli(embedded, "check-config")[0] == 0
+    assert not list(tmp_path.glob("helpdesk.db*"))  # neither the database nor its secret
+    missing = write_config(tmp_path, extra='\n[templates]\nconfirmation = "/nowhere.txt.j2"\n')
+    code, _, err = cli(missing, "check-config")
+    assert code == 78 and "templates.confirmation" in err
+    broken = tmp_path / "broken.txt.j2"
+    broken.write_text("Your reference is {{ reference }.\n")
+    config = write_config(tmp_path, extra=f'\n[templates]\nconfirmation = "{broken}"\n')
+    code, _, err = cli(config, "check-config")
+    assert code == 78 and "templates.confirmation" in err and "confirmation.txt" in err
+    # The daemon refuses it too, before taking any mail.
+    _deliver(tmp_path, make_mail(message_id="<kept@client.test>"))
+    code, _, err = cli(config, "run", "--once")
+    assert code == 78 and "templates.confirmation" in err
+    assert len(list((tmp_path / "mail" / "new").iterdir())) == 1
+
+
 def test_check_config_masks_secrets(tmp_path: Path) -> None:
     config = write_config(tmp_path, helpdesk={"secret": "very-secret-token"})
     code, out, _ = cli(config, "check-config")
