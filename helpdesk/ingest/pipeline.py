@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 _INBOUND = model_table(InboundMail)
 _FOUND = select(_INBOUND.c.id, _INBOUND.c.status, _INBOUND.c.worker, _INBOUND.c.received_at,
                 _INBOUND.c.source, _INBOUND.c.uidvalidity, _INBOUND.c.uid).limit(1)
+# Quarantine reason of a message stored whole but above max_message_size.
+OVER_MAX_SIZE = "over_max_size"
 # How long mail another daemon stored is left for it to move. It moves it
 # after its batch commits, which a long batch or a reconnect can delay;
 # past this, the storer is taken to be gone (a host down) and anyone moves
@@ -247,7 +249,9 @@ class Pipeline:
         ):
             classification = Classification(Kind.OWN_LOOP, None, "own-message-id")
         if classification.kind is Kind.TOO_LARGE:
-            raise BadMessageError("too_large")
+            # The whole message is stored (unlike "too_large", where only its
+            # start was fetched), so raising the limit and replaying it works.
+            raise BadMessageError(OVER_MAX_SIZE)
         return apply.apply_mail(app, session, mail, inbound_id, classification, now, new_text)
 
     def _quarantine(self, session: Session, item: Fetched, inbound_id: int, message_id: str,
@@ -301,6 +305,10 @@ def _replay_one(app: App, quarantine_id: int) -> dict[str, object]:
             return {"id": quarantine_id, "status": "held",
                     "detail": "only the headers were kept; raise max_message_size and move "
                               "the message from the quarantine mailbox back to the inbox"}
+        if len(stored.raw) > app.settings.helpdesk.max_message_size:
+            return {"id": quarantine_id, "status": "held",
+                    "detail": f"still {len(stored.raw)} bytes, above helpdesk.max_message_size "
+                              f"({app.settings.helpdesk.max_message_size}); raise it and replay"}
         raw = stored.raw
         parsed = parse_fetched(Fetched(inbound.source, "replay", raw))
         if parsed.mail is None:

@@ -100,6 +100,24 @@ def test_empty_message_is_quarantined_and_next_processed(tmp_path: Path) -> None
     assert len(list((tmp_path / "mail" / ".Quarantine" / "cur").iterdir())) == 1
 
 
+def test_mail_over_max_message_size_is_kept_whole_and_replays_once_the_limit_is_raised(
+    tmp_path: Path,
+) -> None:
+    """Fetched whole but above the limit: unlike mail of which only the start
+    was fetched, nothing needs to come back from the mailbox."""
+    small = write_config(tmp_path, helpdesk={"max_message_size": 1000})
+    _deliver(tmp_path, make_mail(message_id="<big@client.test>", body="x" * 2000 + "\n"))
+    assert cli(small, "run", "--once")[0] == 0
+    (held,) = cli_json(small, "quarantine", "list")
+    assert held["reason"] == "over_max_size" and held["size"] > 2000
+    (again,) = cli_json(small, "quarantine", "replay", str(held["id"]))
+    assert again["status"] == "held" and "raise it and replay" in again["detail"]
+    raised = write_config(tmp_path)
+    (replayed,) = cli_json(raised, "quarantine", "replay", str(held["id"]))
+    assert replayed["status"] == "replayed" and replayed["reference"] == "HD-000001"
+    assert [t["reference"] for t in cli_json(raised, "tickets", "list")] == ["HD-000001"]
+
+
 def test_an_empty_quarantined_message_can_be_shown(tmp_path: Path) -> None:
     """Zero bytes come back from the database as no value at all."""
     config = write_config(tmp_path)
