@@ -23,6 +23,7 @@ from helpdesk.errors import ConfigError, HelpdeskError, SchemaOutdatedError
 from helpdesk.models import Event, InboundMail, InboundRaw, Message, Outbox, Quarantine, Ticket
 from helpdesk.settings import Settings, load_settings, mask_url, masked, resolve_config_path
 from helpdesk.sla import report_cli
+from helpdesk.tickets import STATUSES as TICKET_STATUSES
 
 EX_OK = 0
 EX_USAGE = 64
@@ -55,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = _HANDLERS[args.command]
         return handler(app, args)
+    except BrokenPipeError:
+        # Output piped into `head` and the like, which stopped reading: not
+        # an error worth a traceback. Further writes go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_OK
     except SchemaOutdatedError as exc:
         print(f"helpdesk: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "ingest" else EX_CONFIG
@@ -114,12 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tickets", help="list or show tickets")
     t.add_argument("action", choices=["list", "show"])
     t.add_argument("reference", nargs="?")
-    t.add_argument("--status")
+    t.add_argument("--status", choices=TICKET_STATUSES)
     t.add_argument("--json", action="store_true")
     o = sub.add_parser("outbox", help="outgoing mail")
     o.add_argument("action", choices=["list", "retry"])
     o.add_argument("id", nargs="?", type=int)
-    o.add_argument("--status")
+    o.add_argument("--status", choices=outbox.STATUSES)
     o.add_argument("--failed", action="store_true")
     o.add_argument("--json", action="store_true")
     report_cli.add_parser(sub)
@@ -345,6 +351,8 @@ def cmd_outbox(app: App, args: argparse.Namespace) -> int:
             raise HelpdeskError("outbox retry needs an ID or --failed")
         with db.session_scope(app.engine) as session:
             n = outbox.retry(session, now, None if args.failed else args.id)
+        if not n and not args.failed:
+            raise HelpdeskError(f"no failed or suppressed outbox row {args.id}")
         print(json.dumps({"requeued": n}))
         return EX_OK
     with Session(app.engine) as session:

@@ -26,6 +26,9 @@ from helpdesk.rows import connection, insert_returning_id, model_table
 from helpdesk.settings import OutboundSettings
 
 logger = logging.getLogger(__name__)
+# What an outbox row can be: waiting, claimed by a sender, done, given up,
+# or held back by the automatic-mail limits.
+STATUSES = ("queued", "sending", "sent", "failed", "suppressed")
 # Results are recorded one row per transaction, right after each send (a
 # crash can then repeat at most the mail in flight): Core statements on a
 # plain connection keep that cheap.

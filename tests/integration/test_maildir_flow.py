@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import email
 import mailbox
+import subprocess
+import sys
 from email.policy import default
 from pathlib import Path
+
+import pytest
 
 from helpdesk.db import HEAD
 from helpdesk.ingest.maildir import MaildirSource
@@ -116,6 +120,33 @@ def test_mail_over_max_message_size_is_kept_whole_and_replays_once_the_limit_is_
     (replayed,) = cli_json(raised, "quarantine", "replay", str(held["id"]))
     assert replayed["status"] == "replayed" and replayed["reference"] == "HD-000001"
     assert [t["reference"] for t in cli_json(raised, "tickets", "list")] == ["HD-000001"]
+
+
+def test_the_cli_refuses_statuses_and_rows_that_do_not_exist(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    for command in (["tickets", "list", "--status", "opne"],
+                    ["outbox", "list", "--status", "lost"]):
+        with pytest.raises(SystemExit) as stopped:  # argparse: "invalid choice", usage
+            cli(config, *command)
+        assert stopped.value.code == 2
+    assert cli(config, "tickets", "list", "--status", "open")[0] == 0
+    code, out, err = cli(config, "outbox", "retry", "999")
+    assert code == 1 and out == "" and "no failed or suppressed outbox row 999" in err
+
+
+def test_output_piped_into_a_reader_that_stops_is_no_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _deliver(tmp_path, *(make_mail(sender=f"c{i}@client.test", message_id=f"<bp{i}@client.test>")
+                         for i in range(300)))
+    assert cli(config, "run", "--once")[0] == 0
+    command = Path(sys.executable).with_name("helpdesk")
+    # `head -c 1` exits after one byte; the listing (300 tickets) is far
+    # more than the pipe holds, so later writes meet a closed pipe.
+    done = subprocess.run(
+        ["bash", "-c", f"'{command}' --config '{config}' tickets list --json | head -c 1;"
+                       " exit ${PIPESTATUS[0]}"],
+        capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "[", "")
 
 
 def test_an_empty_quarantined_message_can_be_shown(tmp_path: Path) -> None:
