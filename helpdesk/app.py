@@ -15,9 +15,28 @@ from helpdesk.clock import Clock, SystemClock
 from helpdesk.db import make_engine
 from helpdesk.errors import ConfigError
 from helpdesk.escalation.rota import Manager, WorkingHours
-from helpdesk.settings import WEEKDAYS, CustomerSettings, Settings
+from helpdesk.settings import (
+    CATEGORY_NAMES,
+    PRIORITY_NAMES,
+    WEEKDAYS,
+    CategorySettings,
+    CustomerSettings,
+    PrioritySettings,
+    Settings,
+    parse_header_rule,
+)
 from helpdesk.sla.calendar import BusinessCalendar, OpenRange, WeeklyHours
-from helpdesk.sla.policy import SlaPolicy, default_policy
+from helpdesk.sla.classify import (
+    DEFAULT_CATEGORY_RULES,
+    DEFAULT_PRIORITY_RULES,
+    Category,
+    CategoryRule,
+    CategoryRules,
+    HeaderRule,
+    KeywordRule,
+    PriorityRules,
+)
+from helpdesk.sla.policy import Priority, SlaPolicy, default_policy
 from helpdesk.templates import Templates
 
 
@@ -41,6 +60,14 @@ class App:
     @cached_property
     def policy(self) -> SlaPolicy:
         return build_policy(self.settings)
+
+    @cached_property
+    def priority_rules(self) -> PriorityRules:
+        return build_priority_rules(self.settings.priority)
+
+    @cached_property
+    def category_rules(self) -> CategoryRules:
+        return build_category_rules(self.settings.category)
 
     @cached_property
     def managers(self) -> tuple[Manager, ...]:
@@ -123,6 +150,44 @@ def check(settings: Settings) -> None:
     syntax error names its purpose now rather than quarantining mail later."""
     _require_secret(settings)
     Templates(dict(settings.templates)).compile_all()
+
+
+def build_priority_rules(p: PrioritySettings) -> PriorityRules:
+    """``[priority]`` as classification rules; a phrase list left out keeps
+    the built-in phrases of that priority."""
+    default = DEFAULT_PRIORITY_RULES
+    keywords: list[KeywordRule] = []
+    for name in PRIORITY_NAMES:
+        priority = Priority(name)
+        phrases = getattr(p, name)
+        if phrases is None:
+            keywords += [rule for rule in default.keywords if rule.priority is priority]
+        else:
+            keywords += [KeywordRule(phrase, priority) for phrase in phrases]
+    headers = default.headers
+    if p.headers is not None:
+        parsed = (parse_header_rule(text, f"priority.headers[{i}]")
+                  for i, text in enumerate(p.headers))
+        headers = tuple(HeaderRule(name, value, Priority(priority))
+                        for name, value, priority in parsed)
+    return PriorityRules(headers=headers, header_ceiling=Priority(p.header_ceiling),
+                         keywords=tuple(keywords), fallback=Priority(p.fallback),
+                         body_scan_chars=p.body_scan_chars)
+
+
+def build_category_rules(c: CategorySettings) -> CategoryRules:
+    """``[category]`` as classification rules, as :func:`build_priority_rules`."""
+    default = DEFAULT_CATEGORY_RULES
+    keywords: list[CategoryRule] = []
+    for name in CATEGORY_NAMES:
+        category = Category(name)
+        phrases = getattr(c, name)
+        if phrases is None:
+            keywords += [rule for rule in default.keywords if rule.category is category]
+        else:
+            keywords += [CategoryRule(phrase, category) for phrase in phrases]
+    return CategoryRules(markers=default.markers, keywords=tuple(keywords),
+                         fallback=default.fallback, body_scan_chars=c.body_scan_chars)
 
 
 def build_policy(settings: Settings) -> SlaPolicy:

@@ -202,6 +202,43 @@ class EscalationSettings:
     managers: tuple[ManagerSettings, ...] = ()
 
 
+PRIORITY_NAMES = ("critical", "high", "medium", "low")
+# Keyword categories in the order they are tried: the first with a phrase in
+# the text wins, so billing and change wording beats a bare "error".
+CATEGORY_NAMES = ("billing", "change_request", "bug", "question")
+
+
+@dataclass(frozen=True)
+class PrioritySettings:
+    """``[priority]``: how a new ticket's priority is read from its first mail.
+
+    Phrase lists left out (None) keep the built-in ones, from the policy
+    table's "Meaning" column (``helpdesk.sla.classify``); a list given
+    replaces that priority's phrases. ``headers`` maps a header's first word
+    to a priority: ``"X-Priority: 1 = high"``.
+    """
+
+    critical: tuple[str, ...] | None = None
+    high: tuple[str, ...] | None = None
+    medium: tuple[str, ...] | None = None
+    low: tuple[str, ...] | None = None
+    headers: tuple[str, ...] | None = None
+    header_ceiling: str = "high"
+    fallback: str = "medium"
+    body_scan_chars: int = 4000
+
+
+@dataclass(frozen=True)
+class CategorySettings:
+    """``[category]``: keyword phrases per category, as ``[priority]`` does."""
+
+    billing: tuple[str, ...] | None = None
+    change_request: tuple[str, ...] | None = None
+    bug: tuple[str, ...] | None = None
+    question: tuple[str, ...] | None = None
+    body_scan_chars: int = 4000
+
+
 @dataclass(frozen=True)
 class Settings:
     helpdesk: HelpdeskSettings = field(default_factory=HelpdeskSettings)
@@ -211,6 +248,8 @@ class Settings:
     sla: SlaSettings = field(default_factory=SlaSettings)
     customers: tuple[CustomerSettings, ...] = ()
     escalation: EscalationSettings = field(default_factory=EscalationSettings)
+    priority: PrioritySettings = field(default_factory=PrioritySettings)
+    category: CategorySettings = field(default_factory=CategorySettings)
     templates: tuple[tuple[str, str], ...] = ()  # purpose -> override path
     source_path: str = ""
 
@@ -288,7 +327,7 @@ def _env_value(value: str) -> Any:
 
 def build_settings(data: Mapping[str, Any]) -> Settings:
     known = {"helpdesk", "database", "inbound", "outbound", "sla", "customers", "escalation",
-             "templates"}
+             "priority", "category", "templates"}
     for key in data:
         if key not in known:
             raise ConfigError(key, f"unknown section; expected one of {sorted(known)}")
@@ -330,6 +369,8 @@ def build_settings(data: Mapping[str, Any]) -> Settings:
                 for i, m in enumerate(_list(managers_raw, "escalation.managers"))
             ),
         ),
+        priority=_build(PrioritySettings, _table(data, "priority"), "priority"),
+        category=_build(CategorySettings, _table(data, "category"), "category"),
         templates=tuple(sorted((str(k), str(v)) for k, v in templates.items())),
     )
 
@@ -497,6 +538,7 @@ def validate(s: Settings) -> None:
     for name in ("auto_per_hour", "auto_per_day", "undeliverable_days"):
         _at_least(getattr(o, name), 0, f"outbound.{name}")
     _positive(s.sla.interval, "sla.interval")
+    _check_classification(s)
     _positive(s.escalation.window_hours, "escalation.window_hours")
     _positive(s.escalation.review_minutes, "escalation.review_minutes")
     if not 0 < s.sla.warning_share < 1:
@@ -531,6 +573,39 @@ def validate(s: Settings) -> None:
         for d in m.days:
             if d not in WEEKDAYS:
                 raise ConfigError(f"{key}.days", f"{d!r} is not one of {WEEKDAYS}")
+
+
+def parse_header_rule(text: str, key: str) -> tuple[str, str, str]:
+    """``"X-Priority: 1 = high"`` as (header, first word of its value, priority)."""
+    rule, eq, priority = text.rpartition("=")
+    header, colon, value = rule.partition(":")
+    header, value, priority = header.strip(), value.strip(), priority.strip().lower()
+    if not (eq and colon and header and value) or len(value.split()) != 1:
+        raise ConfigError(key, f"{text!r} is not like \"X-Priority: 1 = high\"")
+    if priority not in PRIORITY_NAMES:
+        raise ConfigError(key, f"{priority!r} is not one of {', '.join(PRIORITY_NAMES)}")
+    return header, value, priority
+
+
+def _check_phrases(phrases: tuple[str, ...] | None, key: str) -> None:
+    for i, phrase in enumerate(phrases or ()):
+        if not phrase.split():
+            raise ConfigError(f"{key}[{i}]", "is empty: it would match every mail")
+
+
+def _check_classification(s: Settings) -> None:
+    p = s.priority
+    for name in PRIORITY_NAMES:
+        _check_phrases(getattr(p, name), f"priority.{name}")
+    for i, text in enumerate(p.headers or ()):
+        parse_header_rule(text, f"priority.headers[{i}]")
+    for name in ("header_ceiling", "fallback"):
+        if getattr(p, name) not in PRIORITY_NAMES:
+            raise ConfigError(f"priority.{name}", f"must be one of {', '.join(PRIORITY_NAMES)}")
+    _at_least(p.body_scan_chars, 0, "priority.body_scan_chars")
+    for name in CATEGORY_NAMES:
+        _check_phrases(getattr(s.category, name), f"category.{name}")
+    _at_least(s.category.body_scan_chars, 0, "category.body_scan_chars")
 
 
 def _positive(value: float, key: str) -> None:

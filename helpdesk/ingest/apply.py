@@ -306,7 +306,8 @@ def _new_ticket(
     stranger_of: str = "",
     unverified: str = "",
 ) -> Applied:
-    decided = classify_mail(subject, mail.text, mail.headers)
+    decided = classify_mail(subject, mail.text, mail.headers, app.priority_rules,
+                            app.category_rules)
     customer = app.customer_for(mail.sender_addr)
     plan = Plan(customer.plan) if customer else Plan(app.settings.sla.default_plan)
     ticket = tickets.open_ticket(

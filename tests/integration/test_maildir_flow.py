@@ -149,6 +149,16 @@ def test_output_piped_into_a_reader_that_stops_is_no_error(tmp_path: Path) -> No
     assert (done.returncode, done.stdout, done.stderr) == (0, "[", "")
 
 
+def test_the_priority_phrases_of_the_config_decide_new_tickets(tmp_path: Path) -> None:
+    config = write_config(tmp_path, extra='\n[priority]\ncritical = ["payroll down"]\n')
+    _deliver(tmp_path, make_mail(subject="Payroll down again", message_id="<pd@client.test>"),
+             make_mail(subject="Outage planned tonight?", message_id="<op@client.test>",
+                       sender="other@client.test"))
+    assert cli(config, "run", "--once")[0] == 0
+    by_subject = {t["subject"]: t["priority"] for t in cli_json(config, "tickets", "list")}
+    assert by_subject == {"Payroll down again": "critical", "Outage planned tonight?": "medium"}
+
+
 def test_an_empty_quarantined_message_can_be_shown(tmp_path: Path) -> None:
     """Zero bytes come back from the database as no value at all."""
     config = write_config(tmp_path)
