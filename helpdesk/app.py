@@ -170,9 +170,12 @@ def build_priority_rules(p: PrioritySettings) -> PriorityRules:
                   for i, text in enumerate(p.headers))
         headers = tuple(HeaderRule(name, value, Priority(priority))
                         for name, value, priority in parsed)
-    return PriorityRules(headers=headers, header_ceiling=Priority(p.header_ceiling),
-                         keywords=tuple(keywords), fallback=Priority(p.fallback),
-                         body_scan_chars=p.body_scan_chars)
+    return PriorityRules(
+        headers=headers, header_ceiling=Priority(p.header_ceiling), keywords=tuple(keywords),
+        fallback=Priority(p.fallback), body_scan_chars=p.body_scan_chars,
+        negations=default.negations if p.negations is None else p.negations,
+        workarounds=default.workarounds if p.workarounds is None else p.workarounds,
+    )
 
 
 def build_category_rules(c: CategorySettings) -> CategoryRules:

@@ -223,6 +223,8 @@ class PrioritySettings:
     medium: tuple[str, ...] | None = None
     low: tuple[str, ...] | None = None
     headers: tuple[str, ...] | None = None
+    negations: tuple[str, ...] | None = None
+    workarounds: tuple[str, ...] | None = None
     header_ceiling: str = "high"
     fallback: str = "medium"
     body_scan_chars: int = 4000
@@ -595,7 +597,7 @@ def _check_phrases(phrases: tuple[str, ...] | None, key: str) -> None:
 
 def _check_classification(s: Settings) -> None:
     p = s.priority
-    for name in PRIORITY_NAMES:
+    for name in (*PRIORITY_NAMES, "negations", "workarounds"):
         _check_phrases(getattr(p, name), f"priority.{name}")
     for i, text in enumerate(p.headers or ()):
         parse_header_rule(text, f"priority.headers[{i}]")

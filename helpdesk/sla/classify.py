@@ -102,6 +102,17 @@ DEFAULT_PRIORITY_KEYWORDS = (
     ),
 )  # fmt: skip
 
+# A keyword right after one of these words, in the same clause, is not
+# evidence: "no data loss", "there isn't an outage", "without a workaround".
+DEFAULT_NEGATIONS = (
+    "no", "not", "without", "never", "nor", "zero", "isn't", "aren't", "wasn't", "weren't",
+    "don't", "doesn't", "didn't", "hasn't", "haven't", "hadn't", "won't",
+)  # fmt: skip
+# The policy table's Medium is "non-critical issue, workaround available": a
+# High keyword with a workaround mentioned (and not denied) gives Medium.
+DEFAULT_WORKAROUNDS = ("workaround", "work around", "work-around")
+NEGATION_REACH = 3  # words before a keyword that a negation may stand in
+
 DEFAULT_CATEGORY_MARKERS = (
     *_categories(Category.BUG, "bug", "defect"),
     *_categories(Category.QUESTION, "question", "query"),
@@ -143,6 +154,8 @@ class PriorityRules:
     # Only the top of the body is read: signatures and legal footers further
     # down talk about "data loss" and "security breach" in every mail.
     body_scan_chars: int = 4000
+    negations: tuple[str, ...] = DEFAULT_NEGATIONS
+    workarounds: tuple[str, ...] = DEFAULT_WORKAROUNDS
 
 
 @dataclass(frozen=True)
@@ -207,7 +220,10 @@ def classify_priority(
         return PriorityDecision(max(markers, key=urgency), PrioritySource.SUBJECT, cleaned)
 
     from_header = _header_priority(headers, rules)
-    from_keywords = _keyword_priority(f"{subject}\n{body[: rules.body_scan_chars]}", rules.keywords)
+    text = f"{subject}\n{body[: rules.body_scan_chars]}"
+    from_keywords = _keyword_priority(text, rules)
+    if from_keywords is Priority.HIGH and _affirmed_in(text, rules.workarounds, rules.negations):
+        from_keywords = Priority.MEDIUM
     if from_header is not None and (
         from_keywords is None or urgency(from_header) >= urgency(from_keywords)
     ):
@@ -261,11 +277,43 @@ def _header_priority(headers: Iterable[tuple[str, str]], rules: PriorityRules) -
     return None if found is None else cap_priority(found, rules.header_ceiling)
 
 
-def _keyword_priority(text: str, rules: tuple[KeywordRule, ...]) -> Priority | None:
-    for priority, pattern in _priority_patterns(rules):
-        if pattern.search(text):
+def _keyword_priority(text: str, rules: PriorityRules) -> Priority | None:
+    """The most urgent priority with a phrase in ``text`` that is not negated."""
+    negations = frozenset(_normal_phrase(n) for n in rules.negations)
+    for priority, pattern in _priority_patterns(rules.keywords):
+        if any(_affirmed(text, m.start(), negations) for m in pattern.finditer(text)):
             return priority
     return None
+
+
+def _affirmed_in(text: str, phrases: tuple[str, ...], negations: tuple[str, ...]) -> bool:
+    """Whether one of ``phrases`` occurs in ``text`` without a negation before it."""
+    if not phrases:
+        return False
+    denied = frozenset(_normal_phrase(n) for n in negations)
+    return any(_affirmed(text, m.start(), denied)
+               for m in _cached_phrases_pattern(tuple(phrases)).finditer(text))
+
+
+_CLAUSE_END = re.compile(r"[.,;:!?()\n]")
+
+
+def _affirmed(text: str, start: int, negations: frozenset[str]) -> bool:
+    """No negation among the few words before ``start`` in its clause.
+
+    The look back is bounded (a few words, a few dozen characters), so
+    checking every match keeps classification linear in the text."""
+    before = text[max(0, start - 80):start]
+    clause_start = max((m.end() for m in _CLAUSE_END.finditer(before)), default=0)
+    words = _normal_phrase(before[clause_start:]).split()
+    if start > 80 and clause_start == 0:
+        words = words[1:]  # the window may have cut the first one in half
+    return not any(word.strip("\"'") in negations for word in words[-NEGATION_REACH:])
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_phrases_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
+    return _phrases_pattern(phrases)
 
 
 @functools.lru_cache(maxsize=16)

@@ -111,7 +111,17 @@ def test_the_example_config_shows_the_built_in_phrases() -> None:
 
     priority = replace(s.priority, **{k: tuple(v) for k, v in shown["priority"].items()})
     category = replace(s.category, **{k: tuple(v) for k, v in shown["category"].items()})
-    assert set(shown["priority"]) == {"critical", "high", "medium", "low", "headers"}
+    assert set(shown["priority"]) == {"critical", "high", "medium", "low", "headers",
+                                      "negations", "workarounds"}
     assert set(shown["category"]) == {"billing", "change_request", "bug", "question"}
     assert build_priority_rules(priority) == DEFAULT_PRIORITY_RULES
     assert build_category_rules(category) == DEFAULT_CATEGORY_RULES
+
+
+def test_negations_and_workarounds_come_from_the_config(tmp_path: Path) -> None:
+    s = _settings(tmp_path, '[priority]\nnegations = ["kein", "keine"]\nworkarounds = []\n')
+    rules = build_priority_rules(s.priority)
+    assert classify_mail("x", "Keine data loss.", (), rules).priority is Priority.MEDIUM
+    assert classify_mail("x", "No data loss.", (), rules).priority is Priority.CRITICAL
+    assert classify_mail("x", "Cannot log in; workaround: VPN.", (), rules).priority is (
+        Priority.HIGH)

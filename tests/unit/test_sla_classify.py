@@ -153,6 +153,43 @@ def test_the_most_urgent_keyword_wins() -> None:
     assert decision.priority is Priority.CRITICAL
 
 
+@pytest.mark.parametrize(
+    ("subject", "body", "priority"),
+    [
+        # A negation just before a keyword, in its clause, takes it back.
+        ("Invoice download", "No data loss, just want to know how do I download it.",
+         Priority.LOW),
+        ("Slow report", "There isn’t an outage; the report is just slow.", Priority.MEDIUM),
+        ("Upgrade", "We upgraded without any data loss.", Priority.MEDIUM),
+        # ... but not across a clause, nor from further back.
+        ("Help", "No, production is down!", Priority.CRITICAL),
+        ("Help", "Not sure why, but we had data loss overnight.", Priority.CRITICAL),
+        ("Help", "Nothing helps: production is down.", Priority.CRITICAL),
+        # A workaround makes a High keyword Medium, as the policy table reads;
+        # a denied one does not, and Critical stays Critical.
+        ("Login", "Users cannot log in on the web; a workaround is the mobile app.",
+         Priority.MEDIUM),
+        ("Login", "Users cannot log in and there is no workaround.", Priority.HIGH),
+        ("Login", "Users cannot log in, and we found no work-around.", Priority.HIGH),
+        ("Data loss", "We had data loss; as a workaround we restored a backup.",
+         Priority.CRITICAL),
+    ],
+)
+def test_negations_and_workarounds(subject: str, body: str, priority: Priority) -> None:
+    assert classify_priority(subject, body, NO_HEADERS).priority is priority
+
+
+def test_negations_and_workarounds_are_rules() -> None:
+    plain = PriorityRules(negations=(), workarounds=())
+    assert classify_priority("x", "No data loss here.", NO_HEADERS, plain).priority is (
+        Priority.CRITICAL)
+    assert classify_priority("x", "Cannot log in; workaround: VPN", NO_HEADERS, plain).priority is (
+        Priority.HIGH)
+    german = PriorityRules(negations=("kein", "keine"))
+    assert classify_priority("x", "Keine data loss.", NO_HEADERS, german).priority is (
+        Priority.MEDIUM)
+
+
 def test_keywords_match_whole_words_only() -> None:
     decision = classify_priority("Questionnaire results", "outages-free? No: breakout.", NO_HEADERS)
     assert decision.source is PrioritySource.DEFAULT
