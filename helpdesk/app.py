@@ -171,8 +171,9 @@ def build_priority_rules(p: PrioritySettings) -> PriorityRules:
         headers = tuple(HeaderRule(name, value, Priority(priority))
                         for name, value, priority in parsed)
     return PriorityRules(
-        headers=headers, header_ceiling=Priority(p.header_ceiling), keywords=tuple(keywords),
-        fallback=Priority(p.fallback), body_scan_chars=p.body_scan_chars,
+        headers=headers, header_ceiling=Priority(p.header_ceiling.lower()),
+        keywords=tuple(keywords), fallback=Priority(p.fallback.lower()),
+        body_scan_chars=p.body_scan_chars,
         negations=default.negations if p.negations is None else p.negations,
         workarounds=default.workarounds if p.workarounds is None else p.workarounds,
     )

@@ -71,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"helpdesk: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "ingest" else 1
     except OperationalError as exc:
+        if not db.is_connection_error(exc):
+            raise  # a statement at fault (no such column, disk full): a bug to report
         # The database cannot be reached (or went away): a temporary failure
         # to report in one line, not a traceback. The driver's message names
         # host and port, never the password; the URL is shown masked.
@@ -141,10 +143,10 @@ def _ready(app: App) -> None:
 def cmd_run(app: App, args: argparse.Namespace) -> int:
     from helpdesk.daemon import Daemon
 
-    _ready(app)
     # A template that does not compile would quarantine every mail that
-    # needs it: refuse to start instead (ConfigError, exit 78).
+    # needs it: refuse to start (ConfigError, exit 78), before any migration.
     app.templates.compile_all()
+    _ready(app)
     daemon = Daemon(app)
     if args.once:
         outcomes = asyncio.run(daemon.once())

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from helpdesk.errors import SchemaOutdatedError
@@ -100,6 +101,14 @@ def _ensure_sqlite_dir(url: str) -> None:
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def is_connection_error(exc: DBAPIError) -> bool:
+    """Whether ``exc`` is the database being unreachable or busy, not a
+    statement at fault: retry later rather than blame the message."""
+    return bool(exc.connection_invalidated) or (isinstance(exc, OperationalError) and (
+        "database is locked" in str(exc) or "connection" in str(exc).lower()
+    ))
 
 
 @contextmanager

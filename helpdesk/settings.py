@@ -10,6 +10,7 @@ key and says what is wrong.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import date, time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
@@ -30,6 +30,7 @@ MASK = "********"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Query parameters of a database URL that carry a secret (libpq's names).
 _SECRET_PARAMS = frozenset({"password", "sslpassword"})
+_MASK_TOKEN = "HelpdeskMaskedSecret"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -540,6 +541,7 @@ def validate(s: Settings) -> None:
     for name in ("auto_per_hour", "auto_per_day", "undeliverable_days"):
         _at_least(getattr(o, name), 0, f"outbound.{name}")
     _positive(s.sla.interval, "sla.interval")
+    _at_least(s.sla.late_grace_seconds, 0, "sla.late_grace_seconds")
     _check_classification(s)
     _positive(s.escalation.window_hours, "escalation.window_hours")
     _positive(s.escalation.review_minutes, "escalation.review_minutes")
@@ -599,10 +601,13 @@ def _check_classification(s: Settings) -> None:
     p = s.priority
     for name in (*PRIORITY_NAMES, "negations", "workarounds"):
         _check_phrases(getattr(p, name), f"priority.{name}")
+    for i, word in enumerate(p.negations or ()):
+        if len(word.split()) != 1:
+            raise ConfigError(f"priority.negations[{i}]", f"{word!r} must be one word")
     for i, text in enumerate(p.headers or ()):
         parse_header_rule(text, f"priority.headers[{i}]")
     for name in ("header_ceiling", "fallback"):
-        if getattr(p, name) not in PRIORITY_NAMES:
+        if getattr(p, name).lower() not in PRIORITY_NAMES:
             raise ConfigError(f"priority.{name}", f"must be one of {', '.join(PRIORITY_NAMES)}")
     _at_least(p.body_scan_chars, 0, "priority.body_scan_chars")
     for name in CATEGORY_NAMES:
@@ -611,12 +616,12 @@ def _check_classification(s: Settings) -> None:
 
 
 def _positive(value: float, key: str) -> None:
-    if not value > 0:  # NaN too
-        raise ConfigError(key, f"must be positive, not {value!r}")
+    if not (value > 0 and math.isfinite(value)):  # NaN and infinity too
+        raise ConfigError(key, f"must be a positive number, not {value!r}")
 
 
 def _at_least(value: float, least: float, key: str) -> None:
-    if not value >= least:
+    if not (value >= least and math.isfinite(value)):
         raise ConfigError(key, f"must be at least {least}, not {value!r}")
 
 
@@ -650,17 +655,25 @@ def masked(value: Any, key: str = "") -> Any:
 
 def mask_url(url: str) -> str:
     """Hide the passwords of a database URL: the one in ``user:pass@`` and
-    those given as query parameters (``?password=``, ``?sslpassword=``)."""
-    scheme, sep, rest = url.partition("://")
+    those given as query parameters (``?password=``, ``?sslpassword=``).
+
+    The URL is read as SQLAlchemy reads it (a password may hold ``?`` or
+    ``/``); one it cannot read is not shown at all."""
+    from sqlalchemy.engine import make_url
+
+    scheme, sep, _ = url.partition("://")
     if not sep:
         return url
-    rest, question, query = rest.partition("?")
-    creds, at, host = rest.rpartition("@")
-    if at and ":" in creds:
-        rest = f"{creds.partition(':')[0]}:{MASK}@{host}"
-    if question:
-        pairs = [pair.partition("=") for pair in query.split("&")]
-        query = "&".join(
-            f"{name}{eq}{MASK if eq and unquote(name).lower() in _SECRET_PARAMS else value}"
-            for name, eq, value in pairs)
-    return f"{scheme}://{rest}{question}{query}"
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return f"{scheme}://{MASK}"
+    if "@" in (parsed.host or ""):
+        return f"{scheme}://{MASK}"  # an unescaped "@" in a password: show none of it
+    # A placeholder that rendering leaves as it is ("*" would be %-escaped).
+    if parsed.password is not None:
+        parsed = parsed.set(password=_MASK_TOKEN)
+    secret = {name: _MASK_TOKEN for name in parsed.query if name.lower() in _SECRET_PARAMS}
+    if secret:
+        parsed = parsed.update_query_dict(secret)
+    return parsed.render_as_string(hide_password=False).replace(_MASK_TOKEN, MASK)

@@ -83,12 +83,13 @@ class Templates:
 
     def compile_all(self) -> None:
         """Load and compile every purpose's templates; a syntax error or a
-        missing include is a ConfigError naming the purpose."""
+        file that cannot be read as UTF-8 is a ConfigError naming the
+        purpose. (An include is only looked up when a mail is rendered.)"""
         for purpose in PURPOSES:
             for ext in ("txt", "html"):
                 try:
                     self._template(purpose, ext)
-                except TemplateError as exc:
+                except (TemplateError, OSError, UnicodeDecodeError) as exc:
                     where = f"templates.{purpose}" if purpose in self._overrides else "templates"
                     raise ConfigError(where, f"{purpose}.{ext}: {exc}") from None
 

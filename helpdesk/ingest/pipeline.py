@@ -22,7 +22,7 @@ from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
 from helpdesk.app import App
-from helpdesk.db import session_scope
+from helpdesk.db import is_connection_error, session_scope
 from helpdesk.errors import BadMessageError, SystemUnwellError
 from helpdesk.ingest import apply
 from helpdesk.ingest.classify import Classification, Kind, classify
@@ -196,7 +196,7 @@ class Pipeline:
             return self._quarantine(session, item, inbound_id, message_id, exc.reason,
                                     str(exc), now)
         except (OperationalError, DBAPIError) as exc:
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise
             return self._quarantine(session, item, inbound_id, message_id, "apply_failed",
                                     repr(exc), now)
@@ -268,12 +268,6 @@ class Pipeline:
         return Outcome(item, "quarantined", reason)
 
 
-def _is_connection_error(exc: DBAPIError) -> bool:
-    return bool(exc.connection_invalidated) or (isinstance(exc, OperationalError) and (
-        "database is locked" in str(exc) or "connection" in str(exc).lower()
-    ))
-
-
 def replay(app: App, quarantine_id: int | None) -> list[dict[str, object]]:
     """Process held messages again (one, or all when ``quarantine_id`` is None).
 
@@ -305,10 +299,11 @@ def _replay_one(app: App, quarantine_id: int) -> dict[str, object]:
             return {"id": quarantine_id, "status": "held",
                     "detail": "only the headers were kept; raise max_message_size and move "
                               "the message from the quarantine mailbox back to the inbox"}
-        if len(stored.raw) > app.settings.helpdesk.max_message_size:
+        limit = app.settings.helpdesk.max_message_size
+        if held.reason == OVER_MAX_SIZE and len(stored.raw) > limit:
             return {"id": quarantine_id, "status": "held",
                     "detail": f"still {len(stored.raw)} bytes, above helpdesk.max_message_size "
-                              f"({app.settings.helpdesk.max_message_size}); raise it and replay"}
+                              f"({limit}); raise it and replay"}
         raw = stored.raw
         parsed = parse_fetched(Fetched(inbound.source, "replay", raw))
         if parsed.mail is None:

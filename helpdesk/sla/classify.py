@@ -111,7 +111,11 @@ DEFAULT_NEGATIONS = (
 # The policy table's Medium is "non-critical issue, workaround available": a
 # High keyword with a workaround mentioned (and not denied) gives Medium.
 DEFAULT_WORKAROUNDS = ("workaround", "work around", "work-around")
-NEGATION_REACH = 3  # words before a keyword that a negation may stand in
+# Words before a keyword that a negation may stand in: two catch "no data
+# loss" and "isn't an outage" but not "no idea why production is down".
+NEGATION_REACH = 2
+# After a workaround, what says there is none: "Workaround: none".
+_NO_WORKAROUND = frozenset({"none", "no", "not", "n/a", "nothing", "unknown"})
 
 DEFAULT_CATEGORY_MARKERS = (
     *_categories(Category.BUG, "bug", "defect"),
@@ -291,11 +295,24 @@ def _affirmed_in(text: str, phrases: tuple[str, ...], negations: tuple[str, ...]
     if not phrases:
         return False
     denied = frozenset(_normal_phrase(n) for n in negations)
-    return any(_affirmed(text, m.start(), denied)
+    return any(_affirmed(text, m.start(), denied) and _stated(text, m.end())
                for m in _cached_phrases_pattern(tuple(phrases)).finditer(text))
 
 
-_CLAUSE_END = re.compile(r"[.,;:!?()\n]")
+def _stated(text: str, end: int) -> bool:
+    """Whether what follows a mention leaves it standing: not a question
+    ("is there a workaround?") and not "none" ("Workaround: none")."""
+    after = text[end:end + 80]
+    clause = _CLAUSE_END.search(after)
+    if clause is not None and clause.group() == "?":
+        return False
+    words = _normal_phrase(after.lstrip(" \t:-\u2013\u2014=")).split()[:1]
+    return not (words and _EDGES.sub("", words[0]) in _NO_WORKAROUND)
+
+
+# Where a clause ends: punctuation, dashes between words, and "but".
+_CLAUSE_END = re.compile(r"[.,;:!?()\n]|\s[-\u2013\u2014]+\s|(?<!\w)but(?!\w)", re.IGNORECASE)
+_EDGES = re.compile(r"^\W+|\W+$")
 
 
 def _affirmed(text: str, start: int, negations: frozenset[str]) -> bool:
@@ -305,10 +322,10 @@ def _affirmed(text: str, start: int, negations: frozenset[str]) -> bool:
     checking every match keeps classification linear in the text."""
     before = text[max(0, start - 80):start]
     clause_start = max((m.end() for m in _CLAUSE_END.finditer(before)), default=0)
-    words = _normal_phrase(before[clause_start:]).split()
+    words = [_EDGES.sub("", word) for word in _normal_phrase(before[clause_start:]).split()]
     if start > 80 and clause_start == 0:
         words = words[1:]  # the window may have cut the first one in half
-    return not any(word.strip("\"'") in negations for word in words[-NEGATION_REACH:])
+    return not any(word in negations for word in words[-NEGATION_REACH:])
 
 
 @functools.lru_cache(maxsize=16)

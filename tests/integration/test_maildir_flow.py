@@ -180,6 +180,23 @@ def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path
         assert "hunter2" not in out + err
 
 
+def test_a_statement_at_fault_is_not_reported_as_an_unreachable_database(
+    tmp_path: Path,
+) -> None:
+    """SQLite reports "no such column" as an OperationalError too: that is a
+    bug to see in full, not a reason for an MTA to retry for days."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    config = write_config(tmp_path)
+    assert cli(config, "tickets", "list")[0] == 0
+    with sqlite3.connect(tmp_path / "helpdesk.db") as conn:
+        conn.execute("ALTER TABLE ticket RENAME COLUMN subject TO subject_renamed")
+    with pytest.raises(OperationalError, match="no such column"):
+        cli(config, "tickets", "list")
+
+
 def test_pipe_ingest_exit_codes(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     raw_path = tmp_path / "in.eml"

@@ -39,8 +39,8 @@ def test_a_team_sets_its_own_phrases_headers_and_fallback(tmp_path: Path) -> Non
 critical = ["payroll down", "payroll is down"]
 low = []
 headers = ["X-Priority: 1 = critical", "Importance: high = high"]
-header_ceiling = "critical"
-fallback = "low"
+header_ceiling = "Critical"
+fallback = "LOW"
 
 [category]
 bug = ["glitch"]

@@ -173,6 +173,18 @@ def test_the_most_urgent_keyword_wins() -> None:
         ("Login", "Users cannot log in, and we found no work-around.", Priority.HIGH),
         ("Data loss", "We had data loss; as a workaround we restored a backup.",
          Priority.CRITICAL),
+        # A negation of another word, further back, is not the keyword's.
+        ("Help", "We have no idea why production is down.", Priority.CRITICAL),
+        ("Help", "Never seen an outage like this.", Priority.CRITICAL),
+        # Dashes and "but" end a clause; quotes and emphasis around a word do not hide it.
+        ("Help", "No problem - production is down.", Priority.CRITICAL),
+        ("Help", "No outage but production is down.", Priority.CRITICAL),
+        ("Invoice", "“No” data loss, just a question.", Priority.LOW),
+        ("Invoice", "*No* data loss, just a question.", Priority.LOW),
+        # A workaround asked about, or said to be none, is no workaround.
+        ("Login", "Users cannot log in; is there a workaround?", Priority.HIGH),
+        ("Login", "Users cannot log in. Workaround: none.", Priority.HIGH),
+        ("Login", "Users cannot log in. Workaround: use the app.", Priority.MEDIUM),
     ],
 )
 def test_negations_and_workarounds(subject: str, body: str, priority: Priority) -> None:
