@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 
 from helpdesk.ingest.source import Acknowledgement, Fetched
@@ -19,6 +20,20 @@ SUBDIRS = ("tmp", "new", "cur")
 def ensure_maildir(path: Path) -> None:
     for sub in SUBDIRS:
         (path / sub).mkdir(parents=True, exist_ok=True)
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def arrival_key(name: str) -> tuple[str | int, ...]:
+    """Sort key for Maildir file names in arrival order.
+
+    Names start with the delivery time and carry counters ("1733569.M98765P12Q9.host"), but
+    not zero-padded: compared as text, M123456 sorts before M98765 and Q10 before Q9 within a
+    second, and a reply could be taken before the mail it answers. Runs of digits compare as
+    numbers ("natural" order); the split alternates text and digits, so keys compare type for
+    type."""
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(name)))
 
 
 class MaildirSource:
@@ -47,8 +62,7 @@ class MaildirSource:
         for sub in ("new", "cur"):
             with os.scandir(self.path / sub) as it:
                 files.extend(Path(e.path) for e in it if e.is_file() and not e.name.startswith("."))
-        # Maildir names start with the delivery time, so this is arrival order.
-        return sorted(files, key=lambda p: p.name)
+        return sorted(files, key=lambda p: arrival_key(p.name))
 
     def _fetch(self, limit: int, skip: frozenset[str]) -> list[Fetched]:
         out: list[Fetched] = []
