@@ -156,14 +156,10 @@ def build_priority_rules(p: PrioritySettings) -> PriorityRules:
     """``[priority]`` as classification rules; a phrase list left out keeps
     the built-in phrases of that priority."""
     default = DEFAULT_PRIORITY_RULES
-    keywords: list[KeywordRule] = []
-    for name in PRIORITY_NAMES:
-        priority = Priority(name)
-        phrases = getattr(p, name)
-        if phrases is None:
-            keywords += [rule for rule in default.keywords if rule.priority is priority]
-        else:
-            keywords += [KeywordRule(phrase, priority) for phrase in phrases]
+    keywords = tuple(
+        KeywordRule(phrase, Priority(name))
+        for name in PRIORITY_NAMES
+        for phrase in _phrases(getattr(p, name), default.keywords, Priority(name)))
     headers = default.headers
     if p.headers is not None:
         parsed = (parse_header_rule(text, f"priority.headers[{i}]")
@@ -172,7 +168,7 @@ def build_priority_rules(p: PrioritySettings) -> PriorityRules:
                         for name, value, priority in parsed)
     return PriorityRules(
         headers=headers, header_ceiling=Priority(p.header_ceiling.lower()),
-        keywords=tuple(keywords), fallback=Priority(p.fallback.lower()),
+        keywords=keywords, fallback=Priority(p.fallback.lower()),
         body_scan_chars=p.body_scan_chars,
         negations=default.negations if p.negations is None else p.negations,
         workarounds=default.workarounds if p.workarounds is None else p.workarounds,
@@ -182,16 +178,22 @@ def build_priority_rules(p: PrioritySettings) -> PriorityRules:
 def build_category_rules(c: CategorySettings) -> CategoryRules:
     """``[category]`` as classification rules, as :func:`build_priority_rules`."""
     default = DEFAULT_CATEGORY_RULES
-    keywords: list[CategoryRule] = []
-    for name in CATEGORY_NAMES:
-        category = Category(name)
-        phrases = getattr(c, name)
-        if phrases is None:
-            keywords += [rule for rule in default.keywords if rule.category is category]
-        else:
-            keywords += [CategoryRule(phrase, category) for phrase in phrases]
-    return CategoryRules(markers=default.markers, keywords=tuple(keywords),
+    keywords = tuple(
+        CategoryRule(phrase, Category(name))
+        for name in CATEGORY_NAMES
+        for phrase in _phrases(getattr(c, name), default.keywords, Category(name)))
+    return CategoryRules(markers=default.markers, keywords=keywords,
                          fallback=default.fallback, body_scan_chars=c.body_scan_chars)
+
+
+def _phrases(configured: tuple[str, ...] | None,
+             built_in: tuple[KeywordRule, ...] | tuple[CategoryRule, ...],
+             meaning: Priority | Category) -> tuple[str, ...]:
+    """The configured phrases for ``meaning``, or the built-in ones."""
+    if configured is not None:
+        return configured
+    return tuple(rule.phrase for rule in built_in
+                 if (rule.priority if isinstance(rule, KeywordRule) else rule.category) is meaning)
 
 
 def build_policy(settings: Settings) -> SlaPolicy:
