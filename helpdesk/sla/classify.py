@@ -226,7 +226,8 @@ def classify_priority(
     from_header = _header_priority(headers, rules)
     text = f"{subject}\n{body[: rules.body_scan_chars]}"
     from_keywords = _keyword_priority(text, rules)
-    if from_keywords is Priority.HIGH and _affirmed_in(text, rules.workarounds, rules.negations):
+    if from_keywords is Priority.HIGH and _affirmed_in(text, rules.workarounds,
+                                                       _denials(rules.negations)):
         from_keywords = Priority.MEDIUM
     if from_header is not None and (
         from_keywords is None or urgency(from_header) >= urgency(from_keywords)
@@ -283,19 +284,24 @@ def _header_priority(headers: Iterable[tuple[str, str]], rules: PriorityRules) -
 
 def _keyword_priority(text: str, rules: PriorityRules) -> Priority | None:
     """The most urgent priority with a phrase in ``text`` that is not negated."""
-    negations = frozenset(_normal_phrase(n) for n in rules.negations)
+    negations = _denials(rules.negations)
     for priority, pattern in _priority_patterns(rules.keywords):
         if any(_affirmed(text, m.start(), negations) for m in pattern.finditer(text)):
             return priority
     return None
 
 
-def _affirmed_in(text: str, phrases: tuple[str, ...], negations: tuple[str, ...]) -> bool:
+@functools.lru_cache(maxsize=16)
+def _denials(negations: tuple[str, ...]) -> frozenset[str]:
+    """The negation words as compared, made once per rule set."""
+    return frozenset(_normal_phrase(n) for n in negations)
+
+
+def _affirmed_in(text: str, phrases: tuple[str, ...], negations: frozenset[str]) -> bool:
     """Whether one of ``phrases`` occurs in ``text`` without a negation before it."""
     if not phrases:
         return False
-    denied = frozenset(_normal_phrase(n) for n in negations)
-    return any(_affirmed(text, m.start(), denied) and _stated(text, m.end())
+    return any(_affirmed(text, m.start(), negations) and _stated(text, m.end())
                for m in _cached_phrases_pattern(tuple(phrases)).finditer(text))
 
 
