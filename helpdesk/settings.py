@@ -348,6 +348,7 @@ def build_settings(data: Mapping[str, Any]) -> Settings:
     for purpose, value in templates.items():
         if not isinstance(value, str):
             raise ConfigError(f"templates.{purpose}", "must be a path string")
+    _require_real_addresses(data)
     sla_raw = dict(_table(data, "sla"))
     hours_raw = sla_raw.pop("hours", None)
     sla = _build(SlaSettings, sla_raw, "sla")
@@ -441,6 +442,27 @@ def _build(cls: type[Any], raw: Mapping[str, Any], section: str) -> Any:
     except TypeError as exc:
         missing = str(exc).rpartition(":")[2].strip() or str(exc)
         raise ConfigError(section, f"missing required key(s): {missing}") from None
+
+
+# The defaults of these keys are placeholders under example.test, a name
+# reserved never to resolve (RFC 2606 §2). They let the embedded default run
+# with mail written to a folder; mail sent by SMTP from them would be
+# undeliverable, and replies to it could never come back.
+ADDRESSES_SMTP_NEEDS = ("support_address", "team_address")
+
+
+def _require_real_addresses(data: Mapping[str, Any]) -> None:
+    """Refuse SMTP outbound while the addresses mail is sent from and to
+    are still the placeholders."""
+    if _table(data, "outbound").get("kind", OutboundSettings.kind) != "smtp":
+        return
+    given = _table(data, "helpdesk")
+    for key in ADDRESSES_SMTP_NEEDS:
+        if key not in given:
+            default = getattr(HelpdeskSettings, key)
+            raise ConfigError(f"helpdesk.{key}",
+                              f"is required when outbound.kind is 'smtp' (the default "
+                              f"{default} is a placeholder that no mail reaches)")
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

@@ -17,6 +17,7 @@ from helpdesk.settings import (
 GOOD = """
 [helpdesk]
 support_address = "support@example.test"
+team_address = "team@example.test"
 staff = ["alice@example.test", "@staff.example.test"]
 
 [database]
@@ -45,6 +46,26 @@ def test_defaults_without_a_file_are_the_embedded_setup() -> None:
     assert s.inbound[0].kind == "maildir" and s.outbound.kind == "maildir"
     assert s.helpdesk.reference_prefix == "HD"
     assert s.database.upgrades_itself
+
+
+@pytest.mark.parametrize("key", ["support_address", "team_address"])
+def test_smtp_outbound_needs_the_real_addresses(tmp_path: Path, key: str) -> None:
+    text = GOOD.replace(f"{key} = ", f"# {key} = ")
+    with pytest.raises(ConfigError) as err:
+        load_settings(_write(tmp_path, text), {})
+    assert err.value.key == f"helpdesk.{key}"
+    assert "smtp" in str(err.value) and "placeholder" in str(err.value)
+    # Given in the environment, it counts as given.
+    env = {f"HELPDESK_HELPDESK__{key.upper()}": "desk@corp.example.org"}
+    assert getattr(load_settings(_write(tmp_path, text), env).helpdesk, key) == (
+        "desk@corp.example.org")
+
+
+def test_mail_written_to_a_folder_may_keep_the_placeholder_addresses(tmp_path: Path) -> None:
+    text = "[outbound]\nkind = \"maildir\"\n"
+    s = load_settings(_write(tmp_path, text), {})
+    assert s.helpdesk.support_address == "support@example.test"
+    assert s.helpdesk.team_address == "team@example.test"
 
 
 def test_env_overrides_any_key_and_types_values(tmp_path: Path) -> None:
