@@ -21,6 +21,7 @@ from helpdesk.ingest.inbound import Address, InboundEmail
 from helpdesk.logs import log
 from helpdesk.models import Message, Ticket
 from helpdesk.sla.policy import Priority
+from helpdesk.sla.wording import format_moment
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _queue_mail(app: App, session: Session, ticket: Ticket, mail: InboundEmail, 
                            subject=f"[{ticket.reference}] Escalation received: {ticket.subject}")
         outbox.enqueue(session, cfg, ack, now, ticket.id)
     if ticket.escalation_manager:
-        asked, asked_at, answered = _last_request(session, ticket)
+        asked, asked_at, answered = _last_request(app, session, ticket, now)
         briefing = notify.build(
             app, ticket, "escalation_briefing", now, [Address(ticket.escalation_manager,
                                                               manager_name)],
@@ -130,7 +131,8 @@ def _queue_mail(app: App, session: Session, ticket: Ticket, mail: InboundEmail, 
     outbox.enqueue(session, cfg, notice, now, ticket.id, rate_limited=False)
 
 
-def _last_request(session: Session, ticket: Ticket) -> tuple[str, str, bool]:
+def _last_request(app: App, session: Session, ticket: Ticket,
+                  now: datetime) -> tuple[str, str, bool]:
     """The last public staff message, and whether the client wrote after it."""
     rows = session.exec(
         select(Message).where(Message.ticket_id == ticket.id)
@@ -144,7 +146,8 @@ def _last_request(session: Session, ticket: Ticket) -> tuple[str, str, bool]:
         return "", "", False
     answered = any(r.kind == "client" and r.id is not None and last_staff.id is not None
                    and r.id > last_staff.id for r in rows)
-    return last_staff.body[:2000], last_staff.created_at.isoformat(), answered
+    when = format_moment(last_staff.created_at, now, app.settings.helpdesk.timezone)
+    return last_staff.body[:2000], when, answered
 
 
 def _sla_state(app: App, ticket: Ticket, now: datetime) -> str:

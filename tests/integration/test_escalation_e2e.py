@@ -266,11 +266,30 @@ async def test_missed_acknowledgement_reminds_manager_and_next_on_duty_once(
     # Emma, and whoever else is at work now: New York has more shift left.
     assert set(reminders[0].rcpt) == {EMEA[1], AMER[1]}
     assert "Emma Stone" in reminders[0].text
+    assert "was due for review by 11:00 GMT today and" in reminders[0].text
     desk.clock.advance(timedelta(hours=1))
     ticker.run_pass()
     await desk.deliver()
     assert [s for s in desk.sent() if s.purpose == "escalation_reminder"] == []
     assert len(events(desk.show(), "escalation_reminder")) == 1
+
+
+async def test_briefing_says_when_staff_last_asked_the_client_in_words(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    await carol_writes_in(desk)
+    await desk.deliver(make_mail(sender=CAROL, message_id="<orig2@client.test>",
+                                 subject="Re: [HD-000001] Printer is broken"))
+    staff_notice = only(desk.sent(), "staff_client_reply")
+    desk.clock.advance(timedelta(minutes=30))
+    await desk.deliver(staff_reply(staff_notice, "Which floor is the printer on?\n"))
+    desk.clock.set(AFTERNOON)
+    await desk.deliver(make_mail(sender=CAROL, subject="Re: [HD-000001] Printer [ESCALATE]",
+                                 message_id="<esc2@client.test>"))
+    briefing = only(desk.sent(), "escalation_briefing")
+    assert "Last request to the client (10:30 GMT today):" in briefing.text
+    assert "Which floor is the printer on?" in briefing.text
 
 
 async def test_staff_action_before_the_review_deadline_prevents_the_reminder(
