@@ -109,12 +109,19 @@ class Ingester:
                 if stop.is_set():
                     break
                 await _until_stop(stop, self.source.wait(self.cfg.poll_interval))
-            except (SystemUnwellError, OSError, TimeoutError) as exc:
+            except Exception as exc:
                 failures += 1
                 self._opened = False
                 delay = min(60.0, 0.5 * 2 ** min(failures, 7)) * self.rng.uniform(0.5, 1.0)
-                log(logger, logging.WARNING, "source failed; reconnecting",
-                    source=self.source.key, error=str(exc)[:300], retry_in=round(delay, 2))
+                if isinstance(exc, (SystemUnwellError, OSError, TimeoutError)):
+                    log(logger, logging.WARNING, "source failed; reconnecting",
+                        source=self.source.key, error=str(exc)[:300], retry_in=round(delay, 2))
+                else:
+                    # Our own bug: were this task to end, the daemon would
+                    # go on sending and checking SLAs but take no mail, and
+                    # say nothing. Nothing of the batch was committed.
+                    logger.exception("ingest failed; retrying", extra={
+                        "source": self.source.key, "retry_in": round(delay, 2)})
                 try:
                     await self.source.close()
                 except Exception:

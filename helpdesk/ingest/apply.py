@@ -172,8 +172,9 @@ def _dispatch(
 
 def _with_sender(mail: InboundEmail) -> InboundEmail:
     """A mail without a usable From is attributed to Sender, Reply-To or the
-    return path (RFC 5322 §3.6.2); with none of them nobody can be answered,
-    and it is quarantined for a person to look at."""
+    return path (RFC 5322 §3.6.2). With none of them it still becomes a
+    ticket, for staff to read (the team's notice says there is no sender),
+    but nobody is confirmed and a staff reply is returned, not relayed."""
     if mail.from_ is not None:
         return mail
     for candidate in (*_header_addresses(mail, "sender"), *mail.reply_to):
@@ -265,10 +266,13 @@ def _seen_message_id(session: Session, message_id: str) -> bool:
 
 
 def _is_staff(app: App, mail: InboundEmail) -> bool:
+    return _is_staff_addr(app, mail.sender_addr)
+
+
+def _is_staff_addr(app: App, addr: str) -> bool:
     """Configured staff, and the incident managers: their briefing tells them
     that answering it acts on the ticket, so they must be believed like staff
     (after the same verification)."""
-    addr = mail.sender_addr
     return is_staff_address(addr, app.settings.helpdesk.staff) or any(
         addr == m.address.lower() for m in app.managers
     )
@@ -406,16 +410,16 @@ def _staff_mail(
     h = app.settings.helpdesk
     parsed = staff_commands.parse_commands(new_text)
     actor = mail.sender_addr
-    if parsed.errors:
-        tickets.add_message(session, ticket, direction="inbound", kind="staff_rejected", now=now,
-                            body=new_text, mail=mail, inbound_mail_id=inbound_id)
-        reply = notify.build(
-            app, ticket, "command_error", now, [mail.from_ or Address(actor)],
-            context={"errors": list(parsed.errors)},
-            subject=f"{tag_for(ticket)} Not relayed: {ticket.subject}",
-        )
-        outbox.enqueue(session, app.settings.outbound, reply, now, ticket.id, rate_limited=False)
-        return Applied("staff_command_error", ticket.id, ticket.reference)
+    errors = [*parsed.errors, *(
+        # Internal mail (copies of client replies, SLA and bounce notices)
+        # goes to the assignee: a slip such as a client's address would
+        # send it outside.
+        f"#assign {c.value}: not a staff address"
+        for c in parsed.commands
+        if c.verb == "assign" and c.value != "me" and not _is_staff_addr(app, c.value.lower())
+    )]
+    if errors:
+        return _refuse_staff_mail(app, session, mail, inbound_id, ticket, now, new_text, errors)
     # Any verified staff action counts as acknowledging an escalation.
     ticket.escalation_ack_due = None
     to_note = any(a.addr == h.effective_note_address.lower() for a in mail.recipients)
@@ -429,8 +433,6 @@ def _staff_mail(
         tickets.add_message(session, ticket, direction="inbound", kind="staff_command", now=now,
                             body=new_text, mail=mail, inbound_mail_id=inbound_id)
         return Applied("staff_commands", ticket.id, ticket.reference)
-    tickets.add_message(session, ticket, direction="inbound", kind="staff_reply", now=now,
-                        body=body, mail=mail, inbound_mail_id=inbound_id)
     assert ticket.id is not None
     people = tickets.participants(session, ticket.id)
     requester = Address(ticket.requester_addr, ticket.requester_name)
@@ -439,12 +441,20 @@ def _staff_mail(
                and not is_staff_address(p.addr, h.staff))
     last_client = _last_client_message_id(session, ticket)
     staff_name = (mail.from_.name if mail.from_ and mail.from_.name else actor.split("@")[0])
-    relay = notify.build(
-        app, ticket, "reply_relay", now, [requester], cc=cc, automatic=False,
-        context={"body": body}, from_name=f"{staff_name} ({h.name})",
-        subject=tag_subject(ticket.subject, ticket.reference, reply=True),
-        in_reply_to=last_client,
-    )
+    try:
+        relay = notify.build(
+            app, ticket, "reply_relay", now, [requester], cc=cc, automatic=False,
+            context={"body": body}, from_name=f"{staff_name} ({h.name})",
+            subject=tag_subject(ticket.subject, ticket.reference, reply=True),
+            in_reply_to=last_client,
+        )
+    except UndeliverableAddressError as exc:
+        # Commands above stand; only the relay cannot be made. Said to the
+        # sender rather than quarantined: replaying would fail the same way.
+        return _refuse_staff_mail(app, session, mail, inbound_id, ticket, now, new_text,
+                                  [f"the client cannot be written to ({exc})"])
+    tickets.add_message(session, ticket, direction="inbound", kind="staff_reply", now=now,
+                        body=body, mail=mail, inbound_mail_id=inbound_id)
     row = outbox.enqueue(session, app.settings.outbound, relay, now, ticket.id)
     _record_outbound(session, ticket, relay, row, now, kind="staff_reply_relay")
     if ticket.first_response_at is None:
@@ -455,6 +465,20 @@ def _staff_mail(
         tickets.set_status(app, session, ticket, "pending", now, actor)
     tickets.recompute_sla(app, session, ticket, now)
     return Applied("staff_reply", ticket.id, ticket.reference)
+
+
+def _refuse_staff_mail(app: App, session: Session, mail: InboundEmail, inbound_id: int,
+                       ticket: Ticket, now: datetime, text: str, errors: list[str]) -> Applied:
+    """Keep the staff mail on the ticket, unrelayed, and tell its sender why."""
+    tickets.add_message(session, ticket, direction="inbound", kind="staff_rejected", now=now,
+                        body=text, mail=mail, inbound_mail_id=inbound_id)
+    reply = notify.build(
+        app, ticket, "command_error", now, [mail.from_ or Address(mail.sender_addr)],
+        context={"errors": errors},
+        subject=f"{tag_for(ticket)} Not relayed: {ticket.subject}",
+    )
+    outbox.enqueue(session, app.settings.outbound, reply, now, ticket.id, rate_limited=False)
+    return Applied("staff_command_error", ticket.id, ticket.reference)
 
 
 def _auto_reply(

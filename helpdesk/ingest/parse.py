@@ -426,6 +426,10 @@ def _is_idn(domain: str) -> bool:
 
 
 def _ids(value: str) -> list[str]:
+    # 8-bit bytes arrive as surrogate escapes (header_raw), which no codec
+    # will write (the dedup key, the database); RFC 6532 §3.2 lets ids carry
+    # UTF-8.
+    value = raw_text(value, ())
     found = _MSGID_RE.findall(value)
     if not found and value.strip():
         # Some clients drop the angle brackets (RFC 5322 §3.6.4 obs-id-left).
@@ -455,7 +459,7 @@ def _date(value: str) -> datetime | None:
 
 
 def _return_path(message: Message) -> str | None:
-    value = header_raw(message, "return-path")
+    value = raw_text(header_raw(message, "return-path"), ())
     if not value:
         return None
     # RFC 5321 §4.4: "<>" is the null reverse-path used by bounces.

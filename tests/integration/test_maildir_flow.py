@@ -323,3 +323,53 @@ def test_batches_fetched_ahead_are_each_processed_once(tmp_path: Path) -> None:
     subjects = sorted(t["subject"] for t in cli_json(config, "tickets", "list"))
     assert subjects == sorted(f"request {i}" for i in range(10))
     assert not list((tmp_path / "mail" / "new").iterdir())
+
+
+def test_eight_bit_message_ids_are_stored_not_fatal(tmp_path: Path) -> None:
+    """8-bit bytes in Message-ID, In-Reply-To and Return-Path (RFC 6532
+    allows UTF-8 there) once reached the dedup key as surrogate escapes,
+    which no codec writes: the whole pass failed on that one mail."""
+    config = write_config(tmp_path)
+    raw = make_mail(message_id="<m1@client.test>", headers={"Return-Path": "<r@client.test>"})
+    raw = raw.replace(b"<m1@client.test>", "<jörg-1@bäckerei.test>".encode())
+    raw = raw.replace(b"<r@client.test>", b"<r\xff@client.test>")
+    _deliver(tmp_path, raw)
+    code, _, err = cli(config, "run", "--once")
+    assert code == 0, err
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    assert shown["messages"][0]["message_id"] == "jörg-1@bäckerei.test"
+
+
+async def test_an_unexpected_failure_does_not_end_the_ingest_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug on one batch is logged and retried; the ingester must not end in
+    silence while the rest of the daemon runs on."""
+    from helpdesk.daemon import Ingester
+    from helpdesk.ingest.pipeline import Pipeline
+    from tests.support.config import make_app
+
+    app = make_app(write_config(tmp_path))
+    ingester = Ingester(app, app.settings.inbound[0])
+    real = Pipeline.process
+    calls: list[int] = []
+
+    def first_fails(self: Pipeline, items: list[object]) -> object:
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real(self, items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Pipeline, "process", first_fails)
+    monkeypatch.setattr(ingester.rng, "uniform", lambda a, b: 0.01)
+    _deliver(tmp_path, make_mail(message_id="<m1@client.test>"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingester.run(stop))
+    for _ in range(200):
+        if len(calls) >= 2 and not list((tmp_path / "mail" / "new").iterdir()):
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert calls[:2] == [1, 1]
+    assert cli_json(write_config(tmp_path), "tickets", "list")[0]["reference"] == "HD-000001"

@@ -281,6 +281,60 @@ async def test_assign_commands(make_desk: DeskFactory) -> None:
     assert [s.rcpt for s in desk.sent()] == [(BOB,)]
 
 
+async def test_assigning_to_someone_not_on_staff_is_refused(make_desk: DeskFactory) -> None:
+    desk = make_desk()
+    _, notification = await open_ticket(desk)
+    await desk.deliver(staff_reply(notification, "#assign carol@client.test\n\nOn it.\n"))
+    [refusal] = desk.sent()
+    assert refusal.purpose == "command_error" and refusal.rcpt == (STAFF,)
+    assert "#assign carol@client.test: not a staff address" in refusal.text
+    data = desk.show()
+    assert data["assignee"] == "" and events(data, "assigned") == []
+    assert data["messages"][-1]["kind"] == "staff_rejected"
+    # A staff member, or an incident manager, is fine.
+    await desk.deliver(staff_reply(notification, f"#assign {BOB}\n",
+                                   message_id="<alice-2@staff.example.test>"))
+    assert desk.show()["assignee"] == BOB
+
+
+async def test_mail_with_no_sender_is_a_ticket_whose_replies_are_returned(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    raw = make_mail(sender="undisclosed-recipients:;", message_id="<anon@client.test>")
+    [outcome] = await desk.deliver(raw)
+    assert outcome.reference == "HD-000001"
+    [notification] = desk.sent()
+    assert notification.purpose == "staff_new_ticket"
+    assert "New ticket HD-000001 from (no sender)" in notification.text
+    assert "nobody\r\nwas sent a confirmation" in notification.text
+    await desk.deliver(staff_reply(notification, "Hello?\n"))
+    [refusal] = desk.sent()
+    assert refusal.purpose == "command_error" and refusal.rcpt == (STAFF,)
+    assert "the client cannot be written to" in refusal.text
+
+
+async def test_staff_reply_to_a_client_that_cannot_be_written_to_is_returned(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    # SMTPUTF8 is not assumed of the relay, so this address cannot be written to.
+    # RFC 6532: UTF-8 straight in the header, as an SMTPUTF8 relay delivers it.
+    raw = make_mail(sender="Joerg <joerg@client.test>", message_id="<joerg@client.test>")
+    await desk.deliver(raw.replace(b"joerg@client.test>", "jörg@bäckerei.example>".encode()))
+    [notification] = desk.sent()
+    assert notification.purpose == "staff_new_ticket"
+    assert len(events(desk.show(), "confirmation_not_sent")) == 1
+    [outcome] = await desk.deliver(staff_reply(notification, "#priority high\n\nHello!\n"))
+    assert outcome.status == "done"
+    [refusal] = desk.sent()
+    assert refusal.purpose == "command_error" and refusal.rcpt == (STAFF,)
+    assert "the client cannot be written to" in refusal.text
+    data = desk.show()
+    assert data["priority"] == "high"  # the commands stand
+    assert data["messages"][-1]["kind"] == "staff_rejected"
+
+
 async def test_cc_commands_change_who_gets_the_relay(make_desk: DeskFactory) -> None:
     desk = make_desk()
     _, notification = await open_ticket(desk)
