@@ -154,6 +154,17 @@ def normalise_lines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+# Structured fields that carry verdicts on the mail (RFC 8601, RFC 8617,
+# RFC 7208 §9.1, RFC 6376 §3.5). RFC 2047 §5 allows no encoded-words in
+# them, and decoding one would turn text our receiving server never read as
+# a verdict ("=?us-ascii?q?mx.example?=; dkim=pass"), and so left in place
+# (RFC 8601 §5 removes only forged copies it recognises), into one.
+VERBATIM_FIELDS = frozenset({
+    "authentication-results", "arc-authentication-results", "received-spf",
+    "dkim-signature", "arc-seal", "arc-message-signature",
+})
+
+
 def all_headers(message: Message, fallbacks: Sequence[str]) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     try:
@@ -163,9 +174,12 @@ def all_headers(message: Message, fallbacks: Sequence[str]) -> tuple[tuple[str, 
     for count, (name, value) in enumerate(items):
         if count >= MAX_HEADERS:
             break
-        out.append(
-            (str(name).lower(), clean_line(decode_value(value, fallbacks))[:MAX_HEADER_VALUE])
-        )
+        key = str(name).lower()
+        if key in VERBATIM_FIELDS:
+            text = raw_text(FOLD_RE.sub("", str(value)[:MAX_RAW_HEADER]), fallbacks)
+        else:
+            text = decode_value(value, fallbacks)
+        out.append((key, clean_line(text)[:MAX_HEADER_VALUE]))
     return tuple(out)
 
 

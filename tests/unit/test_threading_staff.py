@@ -193,3 +193,24 @@ def test_parse_authentication_results_without_an_authserv_id(value: str) -> None
 )
 def test_is_aligned(signer: str, from_domain: str, expected: bool) -> None:
     assert is_aligned(signer, from_domain) is expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"=?us-ascii?q?{OURS}?=; dkim=pass header.d=staff.example.test",
+        "=?utf-8?b?bXguZXhhbXBsZS50ZXN0OyBka2ltPXBhc3MgaGVhZGVyLmQ9c3RhZmYuZXhhbXBsZS50ZXN0?=",
+        f"{OURS}; dkim=pass header.d==?us-ascii?q?staff.example.test?=",
+    ],
+)
+def test_encoded_words_in_authentication_results_verify_nothing(value: str) -> None:
+    """RFC 2047 §5 allows no encoded-words in a structured field: our server
+    never read this as its own verdict, so it left it in place."""
+    raw = (f"From: x@staff.example.test\r\nAuthentication-Results: {value}\r\n"
+           "Message-ID: <m@x>\r\nSubject: s\r\n\r\nhi\r\n").encode()
+    mail = parse_email(raw)
+    assert mail.header_all("authentication-results") == (value,)
+    assert not verify_sender(mail, OURS, trust_staff_from=False).verified
+    # The same verdict written out, as our server writes it, is believed.
+    plain = raw.replace(value.encode(), f"{OURS}; dkim=pass header.d=staff.example.test".encode())
+    assert verify_sender(parse_email(plain), OURS, trust_staff_from=False).verified
