@@ -10,6 +10,7 @@ key and says what is wrong.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tomllib
@@ -23,6 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 
 from helpdesk.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("config/helpdesk.toml")
 SECRET_KEYS = frozenset({"password", "secret"})
@@ -283,12 +286,38 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("(file)", f"{path} is not valid TOML: {exc}") from None
+    for key in _secrets_in(data):
+        logger.warning("config key %r: a secret is written in %s; give it in the environment "
+                       "as HELPDESK_%s instead", key, path, _env_name(key))
     data = apply_env_overrides(data, env)
     settings = build_settings(data)
     if path is not None:
         settings = replace(settings, source_path=str(path))
     validate(settings)
     return settings
+
+
+def _secrets_in(data: Mapping[str, Any]) -> list[str]:
+    """The dotted keys of the secrets given a value in ``data`` (the file)."""
+    found: list[str] = []
+    for section, table in data.items():
+        tables = table if isinstance(table, list) else [table]
+        for i, item in enumerate(tables):
+            if not isinstance(item, dict):
+                continue
+            name = f"{section}[{i}]" if isinstance(table, list) else section
+            found.extend(f"{name}.{key}" for key, value in item.items()
+                         if key in SECRET_KEYS and value)
+    return found
+
+
+def _env_name(key: str) -> str:
+    """``inbound[1].password`` -> ``INBOUND_2__PASSWORD``."""
+    section, _, name = key.partition(".")
+    base, _, index = section.partition("[")
+    number = int(index.rstrip("]") or 0) + 1
+    prefix = base.upper() if number == 1 else f"{base.upper()}_{number}"
+    return f"{prefix}__{name.upper()}"
 
 
 def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -305,18 +334,22 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[st
         base, _, suffix = section.rpartition("_")
         if base and suffix.isdigit():
             section, index = base, int(suffix) - 1
+        # A secret is taken as written: read as TOML, "'p'" would lose its
+        # quotes, and a value that reads as a date or a list would be
+        # refused with the value shown in the error.
+        typed = value if key in SECRET_KEYS else _env_value(value)
         if section in ("inbound", "customers"):
             items = merged.setdefault(section, [{}])
             if not isinstance(items, list):
                 raise ConfigError(section, "must be an array of tables ([[...]])")
             while len(items) <= index:
                 items.append({})
-            items[index] = {**items[index], key: _env_value(value)}
+            items[index] = {**items[index], key: typed}
         else:
             table = merged.get(section, {})
             if not isinstance(table, dict):
                 raise ConfigError(section, "must be a table")
-            merged[section] = {**table, key: _env_value(value)}
+            merged[section] = {**table, key: typed}
     return merged
 
 
@@ -466,6 +499,11 @@ def _require_real_addresses(data: Mapping[str, Any]) -> None:
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    if key.rpartition(".")[2] in SECRET_KEYS:
+        if isinstance(value, str):
+            return value
+        # Never the value itself: it is someone's password.
+        raise ConfigError(key, f"must be a string, not a {type(value).__name__}")
     kind = str(annotation)
     if kind == "bool" or kind == "bool | None":
         if isinstance(value, bool):

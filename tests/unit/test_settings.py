@@ -98,6 +98,35 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
     assert mask_url("sqlite:///var/x.db") == "sqlite:///var/x.db"
 
 
+@pytest.mark.parametrize("value", ["'hunter2'", "1979-05-27T07:32:00Z", "[1234, 5678]",
+                                   '"p\\u0041ss"', "42", "true"])
+def test_secrets_from_the_environment_are_taken_as_written(tmp_path: Path, value: str) -> None:
+    env = {"HELPDESK_HELPDESK__SECRET": value, "HELPDESK_INBOUND__PASSWORD": value,
+           "HELPDESK_OUTBOUND__PASSWORD": value}
+    s = load_settings(_write(tmp_path, GOOD), env)
+    assert s.helpdesk.secret == s.inbound[0].password == s.outbound.password == value
+
+
+def test_a_secret_of_the_wrong_type_is_refused_without_showing_it(tmp_path: Path) -> None:
+    text = GOOD.replace('password = "in-file-secret"', "password = [20261207, 4242]")
+    with pytest.raises(ConfigError) as err:
+        load_settings(_write(tmp_path, text), {})
+    assert err.value.key == "inbound[0].password"
+    assert "20261207" not in str(err.value) and "list" in str(err.value)
+
+
+def test_a_secret_written_in_the_file_is_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = GOOD + '\n[[inbound]]\nkind = "maildir"\npath = "m"\npassword = "second"\n'
+    load_settings(_write(tmp_path, text), {})
+    warned = [r.getMessage() for r in caplog.records if r.name == "helpdesk.settings"]
+    assert len(warned) == 2
+    assert "'inbound[0].password'" in warned[0] and "HELPDESK_INBOUND__PASSWORD" in warned[0]
+    assert "'inbound[1].password'" in warned[1] and "HELPDESK_INBOUND_2__PASSWORD" in warned[1]
+    assert all("in-file-secret" not in w and "second" not in w for w in warned)
+
+
 def test_passwords_given_as_url_parameters_are_masked(tmp_path: Path) -> None:
     """libpq takes ``password`` and ``sslpassword`` as query parameters too."""
     url = ("postgresql+psycopg://helpdesk:hunter2@db.example.test/helpdesk"
