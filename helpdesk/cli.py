@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -272,7 +273,7 @@ def cmd_tickets(app: App, args: argparse.Namespace) -> int:
             raise HelpdeskError(f"no ticket {args.reference}")
         data = ticket_detail_json(session, ticket)
         if args.json:
-            print(json.dumps(data, indent=2, ensure_ascii=False))
+            _print_json(data)
         else:
             _print_ticket(data)
         return EX_OK
@@ -336,13 +337,30 @@ def ticket_detail_json(session: Session, t: Ticket) -> dict[str, Any]:
     }
 
 
+# Client text reaches an operator's terminal: ESC and the other C0 and C1
+# controls (ECMA-48) would let a mail move the cursor, clear the screen or
+# set the clipboard (OSC 52). They are shown as U+FFFD; newlines and tabs stay.
+_CONTROLS_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# JSON escapes C0 itself (RFC 8259 §7) but may leave C1 as it is.
+_C1_ESCAPES = {c: f"\\u{c:04x}" for c in range(0x80, 0xA0)}
+
+
+def shown(value: object) -> str:
+    """``value`` as text safe to print to a terminal."""
+    return _CONTROLS_RE.sub("\ufffd", str(value))
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False).translate(_C1_ESCAPES))
+
+
 def _print_ticket(data: dict[str, Any]) -> None:
     for key in ("reference", "subject", "requester", "status", "priority", "category", "plan",
                 "assignee", "first_response_due", "resolution_due", "escalated"):
-        print(f"{key:>20}: {data[key]}")
+        print(f"{key:>20}: {shown(data[key])}")
     for m in data["messages"]:
-        print(f"\n--- {m['created_at']} {m['direction']} {m['kind']} from {m['from']}")
-        print(m["body"])
+        print(shown(f"\n--- {m['created_at']} {m['direction']} {m['kind']} from {m['from']}"))
+        print(shown(m["body"]))
 
 
 def cmd_outbox(app: App, args: argparse.Namespace) -> int:
@@ -374,12 +392,12 @@ def cmd_outbox(app: App, args: argparse.Namespace) -> int:
 
 def _emit(items: list[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:
     if as_json:
-        print(json.dumps(items, indent=2, ensure_ascii=False))
+        _print_json(items)
         return
-    widths = {c: max([len(c), *(len(str(i.get(c, ""))[:60]) for i in items)]) for c in columns}
+    widths = {c: max([len(c), *(len(shown(i.get(c, ""))[:60]) for i in items)]) for c in columns}
     print("  ".join(c.upper().ljust(widths[c]) for c in columns))
     for item in items:
-        print("  ".join(str(item.get(c, ""))[:60].ljust(widths[c]) for c in columns))
+        print("  ".join(shown(item.get(c, ""))[:60].ljust(widths[c]) for c in columns))
 
 
 def _iso(value: datetime | None) -> str | None:

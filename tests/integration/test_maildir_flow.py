@@ -373,3 +373,22 @@ async def test_an_unexpected_failure_does_not_end_the_ingest_loop(
     await asyncio.wait_for(task, 10)
     assert calls[:2] == [1, 1]
     assert cli_json(write_config(tmp_path), "tickets", "list")[0]["reference"] == "HD-000001"
+
+
+def test_terminal_controls_in_client_text_are_not_printed(tmp_path: Path) -> None:
+    """ESC sequences (clear screen, OSC 52 clipboard) and C1 controls from a
+    mail must not reach the operator's terminal."""
+    config = write_config(tmp_path)
+    body = "Hello\x1b[2J\x1b]52;c;aGVsbG8=\x07 there\x9b31m\r\nbye\n"
+    _deliver(tmp_path, make_mail(subject="Help\x1b[5m", body=body,
+                                 message_id="<m1@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    for args in (("tickets", "show", "HD-000001"), ("tickets", "list"),
+                 ("tickets", "show", "HD-000001", "--json"), ("tickets", "list", "--json")):
+        code, out, err = cli(config, *args)
+        assert code == 0, err
+        assert not any(c in out for c in "\x1b\x07\x9b\r"), args
+    code, out, _ = cli(config, "tickets", "show", "HD-000001")
+    assert "Hello\ufffd[2J\ufffd]52;c;aGVsbG8=\ufffd there\ufffd31m" in out
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    assert "\x1b[2J" in shown["messages"][0]["body"]  # kept as it came, only shown safely
