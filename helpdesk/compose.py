@@ -109,8 +109,15 @@ def _text_header(value: str) -> str | Header:
     return value if value.isascii() else Header(value, "utf-8")
 
 
+# RFC 5322 §3.6.4: an id is printable US-ASCII. RFC 6532 lets UTF-8 in only
+# over SMTPUTF8, which is not assumed of the relay; and a client's 8-bit id
+# copied out (U+2028 reads as a line break to some parsers) is not ours to send.
+_WIRE_ID_RE = re.compile(r"[!-;=?-~]{1,995}")
+
+
 def _bracket(ids: Sequence[str]) -> str:
-    return " ".join(f"<{one_line(i).strip('<>')}>" for i in ids if one_line(i).strip("<>"))
+    bare = (i.strip("<>") for i in ids)
+    return " ".join(f"<{i}>" for i in bare if _WIRE_ID_RE.fullmatch(i))
 
 
 def compose(draft: Draft) -> Outgoing:
@@ -146,14 +153,14 @@ def _headers(draft: Draft, subject: str) -> list[tuple[str, wire.HeaderValue]]:
     headers.append(("Subject", _text_header(subject)))
     headers.append(("Date", format_datetime(draft.date)))
     headers.append(("Message-ID", f"<{one_line(draft.message_id).strip('<>')}>"))
-    if draft.in_reply_to:
-        headers.append(("In-Reply-To", _bracket([draft.in_reply_to])))
+    if parent := _bracket([draft.in_reply_to]):
+        headers.append(("In-Reply-To", parent))
     refs = list(draft.references)
     if draft.in_reply_to and draft.in_reply_to not in refs:
         refs.append(draft.in_reply_to)
-    if refs:
+    if chain := _bracket(refs[-20:]):
         # RFC 5322 §3.6.4: References is the parent's References plus the parent.
-        headers.append(("References", _bracket(refs[-20:])))
+        headers.append(("References", chain))
     if draft.automatic:
         # RFC 3834 §5: mark automatic responses so well-behaved robots stay quiet;
         # X-Auto-Response-Suppress asks Exchange not to answer us with an OOF.

@@ -79,6 +79,21 @@ def test_automatic_mail_headers_and_threading() -> None:
     assert msg["Message-ID"] == "<hd.HD-000001.abc.tag@example.test>"
 
 
+def test_only_ascii_ids_are_copied_into_threading_headers() -> None:
+    """A client's 8-bit id (here U+2028, a line break to some parsers) is not
+    sent on: RFC 5322 ids are ASCII, and SMTPUTF8 is not assumed."""
+    out = compose(_draft(in_reply_to="\u2028Bcc:w@evil.test",
+                         references=("a@x", "b\u2028Bcc:w@evil.test", "jörg@bäckerei.test",
+                                     "c<d>@x", "ok@y")))
+    assert out.raw.isascii()
+    msg = _parse(out.raw)
+    assert msg["In-Reply-To"] is None
+    assert msg["References"] == "<a@x> <ok@y>"
+    assert b"Bcc" not in out.raw
+    none = _parse(compose(_draft(in_reply_to="jörg@bäckerei.test", references=())).raw)
+    assert none["In-Reply-To"] is None and none["References"] is None
+
+
 def test_relayed_human_reply_is_not_marked_automatic() -> None:
     msg = _parse(compose(_draft(automatic=False)).raw)
     assert msg["Auto-Submitted"] is None and msg["Precedence"] is None

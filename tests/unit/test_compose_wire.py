@@ -60,13 +60,13 @@ def _old_compose(draft: Draft, policy: Compat32 = OLD_WIRE) -> Outgoing:
     msg["Subject"] = module._text_header(subject)
     msg["Date"] = format_datetime(draft.date)
     msg["Message-ID"] = f"<{one_line(draft.message_id).strip('<>')}>"
-    if draft.in_reply_to:
-        msg["In-Reply-To"] = module._bracket([draft.in_reply_to])
+    if parent := module._bracket([draft.in_reply_to]):
+        msg["In-Reply-To"] = parent
     refs = list(draft.references)
     if draft.in_reply_to and draft.in_reply_to not in refs:
         refs.append(draft.in_reply_to)
-    if refs:
-        msg["References"] = module._bracket(refs[-20:])
+    if chain := module._bracket(refs[-20:]):
+        msg["References"] = chain
     if draft.automatic:
         msg["Auto-Submitted"] = "auto-replied"
         msg["X-Auto-Response-Suppress"] = "All"
