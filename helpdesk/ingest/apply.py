@@ -381,8 +381,20 @@ def _client_reply(
 ) -> Applied:
     tickets.add_message(session, ticket, direction="inbound", kind="client", now=now, body=body,
                         mail=mail, inbound_mail_id=inbound_id, subject=subject)
-    tickets.add_participants(app, session, ticket, [*mail.cc, *mail.to], "cc")
     actor = mail.sender_addr
+    offered = [*mail.cc, *mail.to]
+    held_back: list[str] = []
+    if _may_add_people(app, mail, resolution, ticket):
+        tickets.add_participants(app, session, ticket, offered, "cc")
+    else:
+        assert ticket.id is not None
+        known = tickets.addresses(session, ticket.id)
+        held_back = sorted({a.addr.lower() for a in offered if a.addr
+                            and a.addr.lower() not in known
+                            and not app.is_own_address(a.addr.lower())})
+        if held_back:
+            tickets.add_event(session, ticket, "cc_not_added", actor, now,
+                              addresses=held_back, matched_by=resolution.matched_by)
     if resolution.reopen or ticket.status in ("resolved", "closed"):
         tickets.add_event(session, ticket, "reopened", actor, now)
         tickets.set_status(app, session, ticket, "open", now, actor)
@@ -391,11 +403,27 @@ def _client_reply(
         tickets.set_status(app, session, ticket, "open", now, actor)
     notice = notify.build(
         app, ticket, "staff_client_reply", now, _staff_recipients(app, ticket),
-        context={"body": body, "sender": actor, "unverified": unverified},
+        context={"body": body, "sender": actor, "unverified": unverified,
+                 "held_back": held_back},
         subject=f"{tag_for(ticket)} Reply: {ticket.subject}",
     )
     outbox.enqueue(session, app.settings.outbound, notice, now, ticket.id, rate_limited=False)
     return Applied("reply", ticket.id, ticket.reference)
+
+
+def _may_add_people(app: App, mail: InboundEmail, resolution: Resolution,
+                    ticket: Ticket) -> bool:
+    """Whether a reply may put its To and Cc on the ticket. Everyone on it
+    receives the staff's answers, so only mail that answers ours (a signed
+    reply address or Message-ID) or whose sender our server authenticated
+    may widen it: a subject reference, or an id seen in a thread, anyone can
+    copy, and From anyone can write."""
+    if resolution.matched_by == "token":
+        return True
+    h = app.settings.helpdesk
+    if ticket.reference in signed_chain_refs(mail, h.support_domain, h.secret).values():
+        return True
+    return verify_sender(mail, h.authserv_id, h.trust_staff_from).verified
 
 
 def _staff_mail(

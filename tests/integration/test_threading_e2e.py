@@ -335,6 +335,40 @@ async def test_staff_reply_to_a_client_that_cannot_be_written_to_is_returned(
     assert data["messages"][-1]["kind"] == "staff_rejected"
 
 
+async def test_a_reply_found_by_its_subject_cannot_add_people_to_the_ticket(
+    make_desk: DeskFactory,
+) -> None:
+    """From anyone can write and the subject anyone can type: such a mail is
+    kept on the ticket, but its Cc does not start receiving staff replies
+    (unless the configuration trusts every From, trust_staff_from)."""
+    desk = make_desk(helpdesk=VERIFYING)
+    confirmation, notification = await open_ticket(desk)
+    await desk.deliver(make_mail(sender=CAROL, subject="Re: [HD-000001] Printer is broken",
+                                 cc="Spy <spy@evil.test>", body="Any news?\n",
+                                 message_id="<forged@evil.test>"))
+    [notice] = desk.sent()
+    assert notice.purpose == "staff_client_reply"
+    assert "Not added to the ticket: spy@evil.test." in notice.text.replace("\r\n", " ")
+    data = desk.show()
+    assert "spy@evil.test" not in {p["address"] for p in data["participants"]}
+    [held] = events(data, "cc_not_added")
+    assert held["detail"] == {"addresses": ["spy@evil.test"], "matched_by": "subject"}
+    await desk.deliver(staff_reply(notification, "It is fixed.\n"))
+    assert only(desk.sent(), "reply_relay").rcpt == ("carol@client.test",)
+    # Answering our mail at its signed reply address may bring a colleague in.
+    await desk.deliver(make_mail(sender=CAROL, to=confirmation.reply_to, cc="erin@client.test",
+                                 subject="Re: [HD-000001] Printer is broken",
+                                 message_id="<carol-2@client.test>"))
+    assert "erin@client.test" in {p["address"] for p in desk.show()["participants"]}
+    # So may a sender our server authenticated, whatever matched the mail.
+    await desk.deliver(make_mail(sender=CAROL, cc="frank@client.test",
+                                 subject="Re: [HD-000001] Printer is broken",
+                                 message_id="<carol-3@client.test>",
+                                 headers={"Authentication-Results":
+                                          "mx.example.test; dkim=pass header.d=client.test"}))
+    assert "frank@client.test" in {p["address"] for p in desk.show()["participants"]}
+
+
 async def test_cc_commands_change_who_gets_the_relay(make_desk: DeskFactory) -> None:
     desk = make_desk()
     _, notification = await open_ticket(desk)
