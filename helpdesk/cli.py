@@ -22,7 +22,14 @@ from helpdesk.app import App, check
 from helpdesk.clock import Clock, OffsetClock, SystemClock
 from helpdesk.errors import ConfigError, HelpdeskError, SchemaOutdatedError
 from helpdesk.models import Event, InboundMail, InboundRaw, Message, Outbox, Quarantine, Ticket
-from helpdesk.settings import Settings, load_settings, mask_url, masked, resolve_config_path
+from helpdesk.settings import (
+    Settings,
+    load_settings,
+    mask_url,
+    masked,
+    resolve_config_path,
+    secret_warnings,
+)
 from helpdesk.sla import report_cli
 from helpdesk.tickets import STATUSES as TICKET_STATUSES
 
@@ -47,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"helpdesk: configuration error: {exc}", file=sys.stderr)
             return EX_CONFIG
+        for warning in secret_warnings(settings):
+            print(f"helpdesk: warning: {warning}", file=sys.stderr)
         print(json.dumps(masked(settings), indent=2, default=str))
         return EX_OK
     try:
@@ -157,6 +166,8 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
         print(json.dumps({"processed": len(outcomes), **counts}))
         return EX_OK
     _print_banner(app.settings)
+    for warning in secret_warnings(app.settings):
+        print(f"helpdesk: warning: {warning}", file=sys.stderr)
     asyncio.run(daemon.run())
     return EX_OK
 

@@ -10,7 +10,6 @@ key and says what is wrong.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import tomllib
@@ -24,8 +23,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 
 from helpdesk.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("config/helpdesk.toml")
 SECRET_KEYS = frozenset({"password", "secret"})
@@ -258,6 +255,7 @@ class Settings:
     category: CategorySettings = field(default_factory=CategorySettings)
     templates: tuple[tuple[str, str], ...] = ()  # purpose -> override path
     source_path: str = ""
+    file_secrets: tuple[str, ...] = ()  # keys of secrets written in the file
 
     def template_override(self, purpose: str) -> str | None:
         return dict(self.templates).get(purpose)
@@ -286,13 +284,11 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("(file)", f"{path} is not valid TOML: {exc}") from None
-    for key in _secrets_in(data):
-        logger.warning("config key %r: a secret is written in %s; give it in the environment "
-                       "as HELPDESK_%s instead", key, path, _env_name(key))
+    in_file = tuple(_secrets_in(data))
     data = apply_env_overrides(data, env)
     settings = build_settings(data)
     if path is not None:
-        settings = replace(settings, source_path=str(path))
+        settings = replace(settings, source_path=str(path), file_secrets=in_file)
     validate(settings)
     return settings
 
@@ -309,6 +305,13 @@ def _secrets_in(data: Mapping[str, Any]) -> list[str]:
             found.extend(f"{name}.{key}" for key, value in item.items()
                          if key in SECRET_KEYS and value)
     return found
+
+
+def secret_warnings(settings: Settings) -> list[str]:
+    """What to tell the operator about secrets written in the file."""
+    return [f"config key {key!r}: a secret is written in {settings.source_path}; give it in "
+            f"the environment as HELPDESK_{_env_name(key)} instead"
+            for key in settings.file_secrets]
 
 
 def _env_name(key: str) -> str:

@@ -20,13 +20,15 @@ from sqlmodel import Session, select
 from helpdesk import notify, outbox, tickets
 from helpdesk.app import App
 from helpdesk.compose import Outgoing, UndeliverableAddressError
+from helpdesk.errors import BadMessageError
 from helpdesk.escalate import escalate
 from helpdesk.escalation.markers import find_marker
 from helpdesk.ingest.classify import Classification, Kind
 from helpdesk.ingest.inbound import Address, InboundEmail
+from helpdesk.ingest.parse import parse_email
 from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.logs import log
-from helpdesk.models import Message, Participant, ThreadId, Ticket, Undeliverable
+from helpdesk.models import InboundRaw, Message, Participant, ThreadId, Ticket, Undeliverable
 from helpdesk.prepared import run
 from helpdesk.rows import connection, model_table
 from helpdesk.sla.classify import classify_mail
@@ -53,7 +55,7 @@ logger = logging.getLogger(__name__)
 _MESSAGES = model_table(Message)
 _THREAD_IDS = model_table(ThreadId)
 _TICKETS = model_table(Ticket)
-_SEEN = core_select(_MESSAGES.c.id).where(
+_SEEN = core_select(_MESSAGES.c.inbound_mail_id).where(
     _MESSAGES.c.message_id == bindparam("mid"), _MESSAGES.c.direction == "inbound"
 ).limit(1)
 # The reference as a subquery, not a join: the PostgreSQL form below is
@@ -104,9 +106,20 @@ def apply_mail(
     if classification.kind is Kind.BOUNCE:
         return _bounce(app, session, mail, classification, now)
     mail = _with_sender(mail)
-    if mail.message_id and _seen_message_id(session, mail.message_id):
-        # The same mail delivered twice (e.g. To and Cc both reach support).
-        return Applied("duplicate_message_id", ignored=True)
+    reused = False
+    if mail.message_id:
+        earlier = _earlier_with_id(session, mail.message_id)
+        if earlier is not None:
+            if _same_mail(session, earlier, mail):
+                # The same mail delivered twice (e.g. To and Cc both reach support).
+                return Applied("duplicate_message_id", ignored=True)
+            # RFC 5322 §3.6.4 makes the id unique, but printers and scripts
+            # reuse theirs: another mail under it is kept, threaded without
+            # it, and leaves the earlier one's place in its thread alone.
+            log(logger, logging.WARNING, "message id reused by another mail",
+                message_id=mail.message_id, sender=mail.sender_addr)
+            mail = replace(mail, message_id="")
+            reused = True
     unverified = _unverified_staff(app, mail) if classification.kind is Kind.NORMAL else ""
     staff = classification.kind is Kind.NORMAL and _is_staff(app, mail) and not unverified
     resolution = _resolve(app, session, mail, staff, now)
@@ -115,11 +128,15 @@ def apply_mail(
     body = extract_new_text(mail.text) if new_text is None else new_text
     result = _dispatch(app, session, mail, inbound_id, classification, resolution, staff,
                        unverified, now, body)
-    if unverified:
+    if unverified or reused:
         # Recorded once the ticket is known, so it shows in that ticket's history.
         ticket_row = session.get(Ticket, result.ticket_id) if result.ticket_id else None
-        tickets.add_event(session, ticket_row, "security", mail.sender_addr, now,
-                          reason=unverified, message_id=mail.message_id)
+        if unverified:
+            tickets.add_event(session, ticket_row, "security", mail.sender_addr, now,
+                              reason=unverified, message_id=mail.message_id)
+        if reused:
+            tickets.add_event(session, ticket_row, "message_id_reused", mail.sender_addr, now,
+                              inbound_mail_id=inbound_id)
     return result
 
 
@@ -261,8 +278,27 @@ def _chain_refs(session: Session, candidates: list[str]) -> dict[str, str]:
     return {str(mid): str(ref) for mid, ref in found}
 
 
-def _seen_message_id(session: Session, message_id: str) -> bool:
-    return bool(run(connection(session), _SEEN, {"mid": message_id}))
+def _earlier_with_id(session: Session, message_id: str) -> tuple[int | None] | None:
+    """(its inbound row,) of a mail stored on a ticket under ``message_id``."""
+    found = run(connection(session), _SEEN, {"mid": message_id})
+    return (found[0][0],) if found else None
+
+
+def _same_mail(session: Session, earlier: tuple[int | None], mail: InboundEmail) -> bool:
+    """Whether ``mail`` is the earlier one again: the same sender and text.
+    Copies differ in their trace fields (Received, Delivered-To), so bytes
+    cannot tell. Asked only when an id repeats; the earlier mail is parsed
+    again from its stored bytes, as it was when it came."""
+    stored = session.get(InboundRaw, earlier[0]) if earlier[0] is not None else None
+    if stored is None:
+        return True  # nothing to compare with: as before, the id decides
+    try:
+        first = parse_email(stored.raw)
+    except BadMessageError:
+        return True
+    first = _with_sender(first)
+    return first.sender_addr == mail.sender_addr and (
+        " ".join(first.text.split()) == " ".join(mail.text.split()))
 
 
 def _is_staff(app: App, mail: InboundEmail) -> bool:

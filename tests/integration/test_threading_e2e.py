@@ -369,6 +369,31 @@ async def test_a_reply_found_by_its_subject_cannot_add_people_to_the_ticket(
     assert "frank@client.test" in {p["address"] for p in desk.show()["participants"]}
 
 
+async def test_a_message_id_reused_by_another_mail_does_not_lose_it(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    await open_ticket(desk)  # Carol's <orig@client.test> is HD-000001
+    # The same mail again by another route: other trace fields, same mail.
+    copy = make_mail(sender=CAROL, message_id="<orig@client.test>",
+                     headers={"Received": "from mx2.client.test by mx.example.test",
+                              "Delivered-To": "support-alias@example.test"})
+    [outcome] = await desk.deliver(copy)
+    assert (outcome.status, outcome.detail) == ("ignored", "duplicate_message_id")
+    assert desk.sent() == [] and desk.references() == ["HD-000001"]
+    # Another sender's mail under that id (a printer, a script): kept.
+    other = make_mail(sender="quentin@other.test", subject="Our server is down",
+                      body="Production outage since 9:00.\n", message_id="<orig@client.test>")
+    [outcome] = await desk.deliver(other)
+    assert (outcome.status, outcome.reference) == ("done", "HD-000002")
+    assert events(desk.show("HD-000002"), "message_id_reused")
+    assert {s.purpose for s in desk.sent()} == {"confirmation", "staff_new_ticket"}
+    # Carol's own mail by that id still leads to her ticket.
+    await desk.deliver(make_mail(sender=CAROL, subject="more", message_id="<c2@client.test>",
+                                 in_reply_to="<orig@client.test>"))
+    assert len(desk.show("HD-000001")["messages"]) == 3  # hers, the confirmation, this
+
+
 async def test_cc_commands_change_who_gets_the_relay(make_desk: DeskFactory) -> None:
     desk = make_desk()
     _, notification = await open_ticket(desk)

@@ -12,6 +12,7 @@ from helpdesk.settings import (
     load_settings,
     mask_url,
     masked,
+    secret_warnings,
 )
 
 GOOD = """
@@ -115,16 +116,17 @@ def test_a_secret_of_the_wrong_type_is_refused_without_showing_it(tmp_path: Path
     assert "20261207" not in str(err.value) and "list" in str(err.value)
 
 
-def test_a_secret_written_in_the_file_is_warned_of(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_secret_written_in_the_file_is_warned_of(tmp_path: Path) -> None:
     text = GOOD + '\n[[inbound]]\nkind = "maildir"\npath = "m"\npassword = "second"\n'
-    load_settings(_write(tmp_path, text), {})
-    warned = [r.getMessage() for r in caplog.records if r.name == "helpdesk.settings"]
+    warned = secret_warnings(load_settings(_write(tmp_path, text), {}))
     assert len(warned) == 2
     assert "'inbound[0].password'" in warned[0] and "HELPDESK_INBOUND__PASSWORD" in warned[0]
     assert "'inbound[1].password'" in warned[1] and "HELPDESK_INBOUND_2__PASSWORD" in warned[1]
     assert all("in-file-secret" not in w and "second" not in w for w in warned)
+    # Given in the environment only, there is nothing to say.
+    bare = GOOD.replace('password = "in-file-secret"\n', "")
+    env = {"HELPDESK_INBOUND__PASSWORD": "x"}
+    assert secret_warnings(load_settings(_write(tmp_path, bare), env)) == []
 
 
 def test_passwords_given_as_url_parameters_are_masked(tmp_path: Path) -> None:
@@ -223,3 +225,12 @@ def test_the_largest_sizes_allowed_are_accepted(tmp_path: Path) -> None:
     s = load_settings(_write(tmp_path, text), {})
     assert s.helpdesk.max_message_size == MAX_MESSAGE_SIZE_LIMIT
     assert s.inbound[0].max_fetch_bytes == MAX_MESSAGE_SIZE_LIMIT + FETCH_HEADROOM
+
+
+def test_check_config_warns_of_a_secret_in_the_file(tmp_path: Path) -> None:
+    from tests.support.config import cli, write_config
+
+    code, out, err = cli(write_config(tmp_path), "check-config")
+    assert code == 0
+    assert ("helpdesk: warning: config key 'helpdesk.secret': a secret is written in" in err
+            and "HELPDESK_HELPDESK__SECRET" in err and "test-secret" not in err + out)
