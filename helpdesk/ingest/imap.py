@@ -41,9 +41,16 @@ class ImapError(SystemUnwellError):
 
 @dataclass(frozen=True, slots=True)
 class Literal:
-    """A literal (RFC 3501 §4.3) of a FETCH response, among its lines."""
+    """A literal (RFC 3501 §4.3) of a FETCH response, among its lines:
+    ``size`` is the length the server announced, ``data`` at most the
+    command's cap of it."""
 
     data: bytes
+    size: int
+
+    @property
+    def is_cut(self) -> bool:
+        return self.size > len(self.data)
 
 
 class LiteralFetch(aioimaplib.FetchCommand):  # type: ignore[misc]  # untyped library
@@ -58,20 +65,24 @@ class LiteralFetch(aioimaplib.FetchCommand):  # type: ignore[misc]  # untyped li
     ``getvalue`` hands over without a copy. It lands among the response
     lines as a :class:`Literal`, which, like aioimaplib's bytearray, is not
     ``bytes``: FetchCommand.wait_data counts parentheses only in the lines.
+
+    No more than ``cap`` bytes of a literal are kept, whatever length the
+    server announces: the rest is read, to stay in step with the stream,
+    and dropped. The :class:`Literal` tells it was cut.
     """
 
-    def __init__(self, tag: str, *args: str, presize: int, prefix: str = "",
+    def __init__(self, tag: str, *args: str, cap: int, prefix: str = "",
                  loop: asyncio.AbstractEventLoop | None = None,
                  timeout: float | None = None) -> None:
         super().__init__(tag, *args, prefix=prefix, loop=loop, timeout=timeout)
-        self._presize = presize
+        self._cap = cap
         self._literal: io.BytesIO | None = None
         self._wanted = 0
         self._got = 0
 
     def begin_literal_data(self, expected_size: int, literal_data: bytes = b"") -> bytes:
         buf = io.BytesIO()
-        if 0 < expected_size <= self._presize:
+        if 0 < expected_size <= self._cap:
             buf.seek(expected_size - 1)
             buf.write(b"\0")
             buf.seek(0)
@@ -86,12 +97,14 @@ class LiteralFetch(aioimaplib.FetchCommand):  # type: ignore[misc]  # untyped li
         if buf is None:
             return data
         take = min(self._wanted - self._got, len(data))
-        buf.write(memoryview(data)[:take])
+        keep = min(take, self._cap - self._got)
+        if keep > 0:
+            buf.write(memoryview(data)[:keep])
         self._got += take
         if self._got >= self._wanted:
             self._literal = None
-            buf.truncate(self._got)
-            self.append_to_resp(Literal(buf.getvalue()))
+            buf.truncate(min(self._got, self._cap))
+            self.append_to_resp(Literal(buf.getvalue(), self._wanted))
         # As aioimaplib does for each chunk: a long literal is progress, not
         # a stalled command.
         self._reset_timer()
@@ -346,7 +359,7 @@ class ImapSource:
         # aioimaplib's own IMAP4.uid("fetch", ...) builds the same command;
         # ours only collects the literals differently.
         command = LiteralFetch(protocol.new_tag(), uid_set(uids), f"(UID {item})",
-                               presize=cap, prefix="UID", loop=protocol.loop,
+                               cap=cap, prefix="UID", loop=protocol.loop,
                                timeout=self.cfg.timeout)
         response = await protocol.execute(command)
         _check(response, "UID FETCH")
@@ -364,11 +377,15 @@ class ImapSource:
             literal = lines[i + 1] if i + 1 < len(lines) else None
             if uid is None or not isinstance(literal, Literal):
                 continue
-            # A slice as long as the bytes is the same object: no copy.
-            body = literal.data[:cap]
+            body = literal.data  # at most cap bytes: LiteralFetch kept no more
+            over = literal.is_cut
+            if over and not too_large:
+                # Longer than its RFC822.SIZE said, or than the limit when
+                # no size was given: held as the too large are, by headers.
+                body = header_section(body)
             out.append(
                 Fetched(self.key, uid.group(1).decode(), body, self.uidvalidity,
-                        int(uid.group(1)), too_large)
+                        int(uid.group(1)), too_large or over)
             )
         return out
 
@@ -480,6 +497,14 @@ class ImapSource:
         except TimeoutError:
             return
         raise ImapError("IMAP connection lost")
+
+
+def header_section(raw: bytes) -> bytes:
+    """The header section of a message's start, up to and with the empty
+    line that ends it (RFC 5322 §2.1), as BODY[HEADER] would give it
+    (RFC 3501 §6.4.5); at most HEADER_ONLY bytes."""
+    end = raw.find(b"\r\n\r\n", 0, HEADER_ONLY)
+    return raw[:end + 4] if end >= 0 else raw[:HEADER_ONLY]
 
 
 def _expunge_issued(response: aioimaplib.Response) -> bool:
