@@ -325,9 +325,16 @@ class ImapSource:
             if not uids:
                 return []
             sizes = await self._sizes(uids)
-            small = [u for u in uids if sizes.get(u, 0) <= self.max_bytes]
+            small = [u for u in uids if u in sizes and sizes[u] <= self.max_bytes]
             large = [u for u in uids if sizes.get(u, 0) > self.max_bytes]
+            unknown = [u for u in uids if u not in sizes]
             fetched = await self._fetch_parts(small, "BODY.PEEK[]", too_large=False)
+            if unknown:
+                # No RFC822.SIZE given: ask for one byte more than the limit
+                # (a partial fetch, RFC 3501 §6.4.5); a literal that long
+                # tells a message over it, and is cut to its headers.
+                fetched += await self._fetch_parts(
+                    unknown, f"BODY.PEEK[]<0.{self.max_bytes + 1}>", too_large=False)
             if large:
                 # Never read an oversized message into memory: its headers are
                 # enough to quarantine it; the full mail stays on the server.
