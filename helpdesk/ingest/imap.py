@@ -33,6 +33,15 @@ _LITERAL_RE = re.compile(rb"\{(\d+)\}$")
 _UIDVALIDITY_RE = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 IDLE_RENEW = 25 * 60  # RFC 2177 §3: re-issue IDLE at least every 29 minutes
 HEADER_ONLY = 64 * 1024
+# The most the server may send in one piece outside a message fetched
+# (BODY[], bounded by that fetch's own cap): a line not yet ended by CRLF,
+# or a literal (RFC 3501 §4.3) in any other response. IMAP itself sets no
+# limit. The longest line we ask for is the untagged SEARCH of the inbox,
+# at most eight bytes a UID: 1 MiB holds some 130,000 waiting messages,
+# far beyond a helpdesk's backlog, and is small beside the fetch limit
+# (max_message_size, 25 MiB by default, plus headroom). Beyond it the
+# server is broken or hostile, and the connection is dropped.
+MAX_LINE = 1024 * 1024
 
 
 class ImapError(SystemUnwellError):
@@ -111,6 +120,10 @@ class LiteralFetch(aioimaplib.FetchCommand):  # type: ignore[misc]  # untyped li
         return data[take:]
 
 
+class _TooLong(Exception):
+    """The server sent more in one piece than MAX_LINE allows."""
+
+
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
     """aioimaplib's protocol without its debug line for each chunk received,
     which formats the whole chunk (``'Received : %s' % data``) before the
@@ -121,8 +134,13 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
     current_command: aioimaplib.Command | None
     pending_sync_command: aioimaplib.Command | None
     pending_async_commands: dict[str, aioimaplib.Command]
+    transport: asyncio.Transport
+    # Why we dropped the connection ourselves, told to the commands in flight.
+    _failure: ImapError | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            exc = self._failure
         super().connection_lost(exc)
         # aioimaplib leaves the commands in flight to their timeout (30 s by
         # default) though no answer can come any more: fail them now, as
@@ -144,15 +162,44 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
                                self.pending_async_commands.values()), return_exceptions=True)
 
     def data_received(self, d: bytes) -> None:
-        # The library's own body, less that line.
+        # The library's own body, less that line, and with bounds on what a
+        # server may make us hold: see MAX_LINE.
+        if self._failure is not None:
+            return  # dropped: what was still buffered is not read
         try:
-            self._handle_responses(self.incomplete_line + d, self._handle_line,
+            self._handle_responses(self.incomplete_line + d, self._bounded_line,
                                    self.current_command)
             self.incomplete_line = b""
             self.current_command = None
         except aioimaplib.IncompleteRead as incomplete:
             self.current_command = incomplete.cmd
             self.incomplete_line = incomplete.data
+            # Inside a literal the library keeps nothing here: only a line
+            # still waiting for its CRLF grows (and is copied at each chunk).
+            if len(incomplete.data) > MAX_LINE:
+                self._fail(f"IMAP server sent over {MAX_LINE} bytes without a CRLF")
+        except _TooLong as too_long:
+            self._fail(str(too_long))
+
+    def _bounded_line(self, line: bytes, current: aioimaplib.Command | None
+                      ) -> aioimaplib.Command | None:
+        """The library's line handler; and a literal the line announces
+        (RFC 3501 §4.3) is refused above MAX_LINE unless the command it
+        belongs to keeps only its own cap of it (a :class:`LiteralFetch`):
+        the library would buffer any length."""
+        command: aioimaplib.Command | None = self._handle_line(line, current)
+        if line.endswith(b"}") and not isinstance(command, LiteralFetch):
+            match = _LITERAL_RE.search(line)
+            if match and int(match.group(1)) > MAX_LINE:
+                raise _TooLong(f"IMAP server announced a literal of {int(match.group(1))} "
+                               f"bytes outside a message fetch (at most {MAX_LINE})")
+        return command
+
+    def _fail(self, reason: str) -> None:
+        log.warning("dropping the IMAP connection", extra={"reason": reason})
+        self._failure = ImapError(reason)
+        self.incomplete_line = b""
+        self.transport.abort()  # connection_lost fails the commands in flight
 
 
 class Client(aioimaplib.IMAP4):  # type: ignore[misc]  # untyped library
