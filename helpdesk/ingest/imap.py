@@ -33,6 +33,15 @@ _LITERAL_RE = re.compile(rb"\{(\d+)\}$")
 _UIDVALIDITY_RE = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 IDLE_RENEW = 25 * 60  # RFC 2177 §3: re-issue IDLE at least every 29 minutes
 HEADER_ONLY = 64 * 1024
+# The most the server may send in one piece outside a message fetched
+# (BODY[], bounded by that fetch's own cap): a line not yet ended by CRLF,
+# or a literal (RFC 3501 §4.3) in any other response. IMAP itself sets no
+# limit. The longest line we ask for is the untagged SEARCH of the inbox,
+# at most eight bytes a UID: 1 MiB holds some 130,000 waiting messages,
+# far beyond a helpdesk's backlog, and is small beside the fetch limit
+# (max_message_size, 25 MiB by default, plus headroom). Beyond it the
+# server is broken or hostile, and the connection is dropped.
+MAX_LINE = 1024 * 1024
 
 
 class ImapError(SystemUnwellError):
@@ -41,9 +50,16 @@ class ImapError(SystemUnwellError):
 
 @dataclass(frozen=True, slots=True)
 class Literal:
-    """A literal (RFC 3501 §4.3) of a FETCH response, among its lines."""
+    """A literal (RFC 3501 §4.3) of a FETCH response, among its lines:
+    ``size`` is the length the server announced, ``data`` at most the
+    command's cap of it."""
 
     data: bytes
+    size: int
+
+    @property
+    def is_cut(self) -> bool:
+        return self.size > len(self.data)
 
 
 class LiteralFetch(aioimaplib.FetchCommand):  # type: ignore[misc]  # untyped library
@@ -58,20 +74,24 @@ class LiteralFetch(aioimaplib.FetchCommand):  # type: ignore[misc]  # untyped li
     ``getvalue`` hands over without a copy. It lands among the response
     lines as a :class:`Literal`, which, like aioimaplib's bytearray, is not
     ``bytes``: FetchCommand.wait_data counts parentheses only in the lines.
+
+    No more than ``cap`` bytes of a literal are kept, whatever length the
+    server announces: the rest is read, to stay in step with the stream,
+    and dropped. The :class:`Literal` tells it was cut.
     """
 
-    def __init__(self, tag: str, *args: str, presize: int, prefix: str = "",
+    def __init__(self, tag: str, *args: str, cap: int, prefix: str = "",
                  loop: asyncio.AbstractEventLoop | None = None,
                  timeout: float | None = None) -> None:
         super().__init__(tag, *args, prefix=prefix, loop=loop, timeout=timeout)
-        self._presize = presize
+        self._cap = cap
         self._literal: io.BytesIO | None = None
         self._wanted = 0
         self._got = 0
 
     def begin_literal_data(self, expected_size: int, literal_data: bytes = b"") -> bytes:
         buf = io.BytesIO()
-        if 0 < expected_size <= self._presize:
+        if 0 < expected_size <= self._cap:
             buf.seek(expected_size - 1)
             buf.write(b"\0")
             buf.seek(0)
@@ -86,16 +106,22 @@ class LiteralFetch(aioimaplib.FetchCommand):  # type: ignore[misc]  # untyped li
         if buf is None:
             return data
         take = min(self._wanted - self._got, len(data))
-        buf.write(memoryview(data)[:take])
+        keep = min(take, self._cap - self._got)
+        if keep > 0:
+            buf.write(memoryview(data)[:keep])
         self._got += take
         if self._got >= self._wanted:
             self._literal = None
-            buf.truncate(self._got)
-            self.append_to_resp(Literal(buf.getvalue()))
+            buf.truncate(min(self._got, self._cap))
+            self.append_to_resp(Literal(buf.getvalue(), self._wanted))
         # As aioimaplib does for each chunk: a long literal is progress, not
         # a stalled command.
         self._reset_timer()
         return data[take:]
+
+
+class _TooLong(Exception):
+    """The server sent more in one piece than MAX_LINE allows."""
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
@@ -108,8 +134,13 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
     current_command: aioimaplib.Command | None
     pending_sync_command: aioimaplib.Command | None
     pending_async_commands: dict[str, aioimaplib.Command]
+    transport: asyncio.Transport
+    # Why we dropped the connection ourselves, told to the commands in flight.
+    _failure: ImapError | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            exc = self._failure
         super().connection_lost(exc)
         # aioimaplib leaves the commands in flight to their timeout (30 s by
         # default) though no answer can come any more: fail them now, as
@@ -131,15 +162,44 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
                                self.pending_async_commands.values()), return_exceptions=True)
 
     def data_received(self, d: bytes) -> None:
-        # The library's own body, less that line.
+        # The library's own body, less that line, and with bounds on what a
+        # server may make us hold: see MAX_LINE.
+        if self._failure is not None:
+            return  # dropped: what was still buffered is not read
         try:
-            self._handle_responses(self.incomplete_line + d, self._handle_line,
+            self._handle_responses(self.incomplete_line + d, self._bounded_line,
                                    self.current_command)
             self.incomplete_line = b""
             self.current_command = None
         except aioimaplib.IncompleteRead as incomplete:
             self.current_command = incomplete.cmd
             self.incomplete_line = incomplete.data
+            # Inside a literal the library keeps nothing here: only a line
+            # still waiting for its CRLF grows (and is copied at each chunk).
+            if len(incomplete.data) > MAX_LINE:
+                self._fail(f"IMAP server sent over {MAX_LINE} bytes without a CRLF")
+        except _TooLong as too_long:
+            self._fail(str(too_long))
+
+    def _bounded_line(self, line: bytes, current: aioimaplib.Command | None
+                      ) -> aioimaplib.Command | None:
+        """The library's line handler; and a literal the line announces
+        (RFC 3501 §4.3) is refused above MAX_LINE unless the command it
+        belongs to keeps only its own cap of it (a :class:`LiteralFetch`):
+        the library would buffer any length."""
+        command: aioimaplib.Command | None = self._handle_line(line, current)
+        if line.endswith(b"}") and not isinstance(command, LiteralFetch):
+            match = _LITERAL_RE.search(line)
+            if match and int(match.group(1)) > MAX_LINE:
+                raise _TooLong(f"IMAP server announced a literal of {int(match.group(1))} "
+                               f"bytes outside a message fetch (at most {MAX_LINE})")
+        return command
+
+    def _fail(self, reason: str) -> None:
+        log.warning("dropping the IMAP connection", extra={"reason": reason})
+        self._failure = ImapError(reason)
+        self.incomplete_line = b""
+        self.transport.abort()  # connection_lost fails the commands in flight
 
 
 class Client(aioimaplib.IMAP4):  # type: ignore[misc]  # untyped library
@@ -312,9 +372,16 @@ class ImapSource:
             if not uids:
                 return []
             sizes = await self._sizes(uids)
-            small = [u for u in uids if sizes.get(u, 0) <= self.max_bytes]
+            small = [u for u in uids if u in sizes and sizes[u] <= self.max_bytes]
             large = [u for u in uids if sizes.get(u, 0) > self.max_bytes]
+            unknown = [u for u in uids if u not in sizes]
             fetched = await self._fetch_parts(small, "BODY.PEEK[]", too_large=False)
+            if unknown:
+                # No RFC822.SIZE given: ask for one byte more than the limit
+                # (a partial fetch, RFC 3501 §6.4.5); a literal that long
+                # tells a message over it, and is cut to its headers.
+                fetched += await self._fetch_parts(
+                    unknown, f"BODY.PEEK[]<0.{self.max_bytes + 1}>", too_large=False)
             if large:
                 # Never read an oversized message into memory: its headers are
                 # enough to quarantine it; the full mail stays on the server.
@@ -346,7 +413,7 @@ class ImapSource:
         # aioimaplib's own IMAP4.uid("fetch", ...) builds the same command;
         # ours only collects the literals differently.
         command = LiteralFetch(protocol.new_tag(), uid_set(uids), f"(UID {item})",
-                               presize=cap, prefix="UID", loop=protocol.loop,
+                               cap=cap, prefix="UID", loop=protocol.loop,
                                timeout=self.cfg.timeout)
         response = await protocol.execute(command)
         _check(response, "UID FETCH")
@@ -364,11 +431,15 @@ class ImapSource:
             literal = lines[i + 1] if i + 1 < len(lines) else None
             if uid is None or not isinstance(literal, Literal):
                 continue
-            # A slice as long as the bytes is the same object: no copy.
-            body = literal.data[:cap]
+            body = literal.data  # at most cap bytes: LiteralFetch kept no more
+            over = literal.is_cut
+            if over and not too_large:
+                # Longer than its RFC822.SIZE said, or than the limit when
+                # no size was given: held as the too large are, by headers.
+                body = header_section(body)
             out.append(
                 Fetched(self.key, uid.group(1).decode(), body, self.uidvalidity,
-                        int(uid.group(1)), too_large)
+                        int(uid.group(1)), too_large or over)
             )
         return out
 
@@ -480,6 +551,14 @@ class ImapSource:
         except TimeoutError:
             return
         raise ImapError("IMAP connection lost")
+
+
+def header_section(raw: bytes) -> bytes:
+    """The header section of a message's start, up to and with the empty
+    line that ends it (RFC 5322 §2.1), as BODY[HEADER] would give it
+    (RFC 3501 §6.4.5); at most HEADER_ONLY bytes."""
+    end = raw.find(b"\r\n\r\n", 0, HEADER_ONLY)
+    return raw[:end + 4] if end >= 0 else raw[:HEADER_ONLY]
 
 
 def _expunge_issued(response: aioimaplib.Response) -> bool:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from helpdesk.ingest.imap import Literal, LiteralFetch
+from helpdesk.ingest.imap import HEADER_ONLY, Literal, LiteralFetch, header_section
 
 
-def _command(presize: int = 1 << 20) -> LiteralFetch:
-    return LiteralFetch("A1", "1:2", "(UID BODY.PEEK[])", presize=presize, prefix="UID",
+def _command(cap: int = 1 << 20) -> LiteralFetch:
+    return LiteralFetch("A1", "1:2", "(UID BODY.PEEK[])", cap=cap, prefix="UID",
                         timeout=60)
 
 
@@ -28,17 +28,41 @@ async def test_a_literal_arriving_in_pieces_becomes_one_bytes_object() -> None:
     assert not command.wait_data()
 
 
-async def test_a_literal_longer_than_announced_presize_still_arrives_whole() -> None:
-    command = _command(presize=4)
+async def test_a_literal_longer_than_the_cap_is_read_to_its_end_but_cut() -> None:
+    command = _command(cap=4)
     command.begin_literal_data(9, b"")
-    for piece in (b"12", b"345", b"6789"):
-        command.append_literal_data(piece)
+    for piece in (b"12", b"345", b"67"):
+        assert command.append_literal_data(piece) == b""
+        assert command.wait_literal_data()
+    # What follows the literal is handed back: the stream stays in step.
+    assert command.append_literal_data(b"89 UID 7)\r\n") == b" UID 7)\r\n"
     literal = command.response.lines[-1]
-    assert isinstance(literal, Literal) and literal.data == b"123456789"
+    assert literal == Literal(b"1234", 9) and literal.is_cut
+
+
+async def test_an_announced_50_mb_literal_keeps_no_more_than_the_cap() -> None:
+    command = _command(cap=20_000)
+    chunk = b"x" * 65536
+    total = 50_000_000
+    command.begin_literal_data(total, b"")
+    sent = 0
+    while sent + len(chunk) <= total:
+        assert command.append_literal_data(chunk) == b""
+        sent += len(chunk)
+    assert command.append_literal_data(chunk[: total - sent] + b")\r\n") == b")\r\n"
+    literal = command.response.lines[-1]
+    assert isinstance(literal, Literal)
+    assert (len(literal.data), literal.size, literal.is_cut) == (20_000, total, True)
+
+
+def test_header_section_ends_with_the_empty_line() -> None:
+    raw = b"Subject: hi\r\nFrom: a@b.test\r\n\r\nbody\r\n"
+    assert header_section(raw) == b"Subject: hi\r\nFrom: a@b.test\r\n\r\n"
+    assert header_section(b"X: " + b"y" * 100_000) == (b"X: " + b"y" * 100_000)[:HEADER_ONLY]
 
 
 async def test_an_empty_literal() -> None:
     command = _command()
     assert command.begin_literal_data(0, b")\r\n") == b")\r\n"
     assert not command.wait_literal_data()
-    assert command.response.lines[-1] == Literal(b"")
+    assert command.response.lines[-1] == Literal(b"", 0)
