@@ -37,11 +37,11 @@ HEADER_ONLY = 64 * 1024
 # (BODY[], bounded by that fetch's own cap): a line not yet ended by CRLF,
 # or a literal (RFC 3501 §4.3) in any other response. IMAP itself sets no
 # limit. The longest line we ask for is the untagged SEARCH of the inbox,
-# at most eight bytes a UID: 1 MiB holds some 130,000 waiting messages,
-# far beyond a helpdesk's backlog, and is small beside the fetch limit
-# (max_message_size, 25 MiB by default, plus headroom). Beyond it the
-# server is broken or hostile, and the connection is dropped.
-MAX_LINE = 1024 * 1024
+# at most eight bytes a UID: 4 MiB holds some 500,000 waiting messages, a
+# backlog beyond what a helpdesk's outage leaves, and is small beside the
+# fetch limit (max_message_size, 25 MiB by default, plus headroom). Beyond
+# it the server is broken or hostile, and the connection is dropped.
+MAX_LINE = 4 * 1024 * 1024
 
 
 class ImapError(SystemUnwellError):
