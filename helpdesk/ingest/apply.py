@@ -505,22 +505,28 @@ def _staff_mail(
                and not is_staff_address(p.addr, h.staff))
     last_client = _last_client_message_id(session, ticket)
     staff_name = (mail.from_.name if mail.from_ and mail.from_.name else actor.split("@")[0])
-    try:
-        relay = notify.build(
-            app, ticket, "reply_relay", now, [requester], cc=cc, automatic=False,
-            context={"body": body}, from_name=f"{staff_name} ({h.name})",
-            subject=tag_subject(ticket.subject, ticket.reference, reply=True),
-            in_reply_to=last_client,
-        )
-    except UndeliverableAddressError as exc:
-        # Commands above stand; only the relay cannot be made. Said to the
-        # sender rather than quarantined: replaying would fail the same way.
-        return _refuse_staff_mail(app, session, mail, inbound_id, ticket, now, new_text,
-                                  [f"the client cannot be written to ({exc})"])
+    # Written to the client directly, support in copy: the client has it, and
+    # a relay would send it twice, and to people its writer left out.
+    direct = ticket.requester_addr.lower() in {a.addr.lower() for a in (*mail.to, *mail.cc)}
+    relay = None
+    if not direct:
+        try:
+            relay = notify.build(
+                app, ticket, "reply_relay", now, [requester], cc=cc, automatic=False,
+                context={"body": body}, from_name=f"{staff_name} ({h.name})",
+                subject=tag_subject(ticket.subject, ticket.reference, reply=True),
+                in_reply_to=last_client,
+            )
+        except UndeliverableAddressError as exc:
+            # Commands above stand; only the relay cannot be made. Said to the
+            # sender rather than quarantined: replaying would fail the same way.
+            return _refuse_staff_mail(app, session, mail, inbound_id, ticket, now, new_text,
+                                      [f"the client cannot be written to ({exc})"])
     tickets.add_message(session, ticket, direction="inbound", kind="staff_reply", now=now,
                         body=body, mail=mail, inbound_mail_id=inbound_id)
-    row = outbox.enqueue(session, app.settings.outbound, relay, now, ticket.id)
-    _record_outbound(session, ticket, relay, row, now, kind="staff_reply_relay")
+    if relay is not None:
+        row = outbox.enqueue(session, app.settings.outbound, relay, now, ticket.id)
+        _record_outbound(session, ticket, relay, row, now, kind="staff_reply_relay")
     if ticket.first_response_at is None:
         ticket.first_response_at = now
     if not ticket.assignee:
@@ -528,7 +534,8 @@ def _staff_mail(
     if not explicit_status:
         tickets.set_status(app, session, ticket, "pending", now, actor)
     tickets.recompute_sla(app, session, ticket, now)
-    return Applied("staff_reply", ticket.id, ticket.reference)
+    return Applied("staff_reply_direct" if direct else "staff_reply", ticket.id,
+                   ticket.reference)
 
 
 def _refuse_staff_mail(app: App, session: Session, mail: InboundEmail, inbound_id: int,

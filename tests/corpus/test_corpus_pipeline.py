@@ -24,7 +24,8 @@ SKIP_NAMES = {"LICENSE", "LICENSE-MIT", "COPYING", "SOURCE.txt", "README", "READ
               "README.upstream"}
 SKIP_SUFFIXES = (".yml", ".json", ".html.gz", ".md")
 SKIP_DIRS = ("discourse-email_reply_trimmer", "zammad/test/data/email_signature_detection")
-OUTCOMES = {"new_ticket", "reply", "note", "staff_reply", "staff_commands", "staff_command_error",
+OUTCOMES = {"new_ticket", "reply", "note", "staff_reply", "staff_reply_direct", "staff_commands",
+            "staff_command_error",
             "bounce", "auto_reply", "own_loop", "duplicate_message_id", "already stored"}
 
 

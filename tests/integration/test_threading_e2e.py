@@ -394,6 +394,29 @@ async def test_a_message_id_reused_by_another_mail_does_not_lose_it(
     assert len(desk.show("HD-000001")["messages"]) == 3  # hers, the confirmation, this
 
 
+async def test_staff_writing_to_the_client_directly_is_recorded_not_relayed(
+    make_desk: DeskFactory,
+) -> None:
+    """Support only in copy: the client has the mail, so a relay would send
+    it twice, and to the ticket's other people whom its writer left out."""
+    desk = make_desk()
+    await open_ticket(desk, cc="bob@client.test")
+    [outcome] = await desk.deliver(make_mail(
+        sender=f"Alice <{STAFF}>", to=CAROL, cc="support@example.test",
+        subject="Re: [HD-000001] Printer is broken", body="I have ordered a new drum.\n",
+        message_id="<alice-direct@staff.example.test>"))
+    assert outcome.detail == "staff_reply_direct"
+    assert desk.sent() == []
+    data = desk.show()
+    assert data["status"] == "pending" and data["first_response_at"]
+    assert data["messages"][-1]["kind"] == "staff_reply"
+    # Carol answering Alice, support still in copy, lands on the ticket.
+    [outcome] = await desk.deliver(make_mail(
+        sender=CAROL, to=STAFF, cc="support@example.test", subject="Re: Printer is broken",
+        message_id="<carol-3@client.test>", in_reply_to="<alice-direct@staff.example.test>"))
+    assert (outcome.detail, outcome.reference) == ("reply", "HD-000001")
+
+
 async def test_cc_commands_change_who_gets_the_relay(make_desk: DeskFactory) -> None:
     desk = make_desk()
     _, notification = await open_ticket(desk)
