@@ -21,7 +21,16 @@ from helpdesk import db, logs, outbox
 from helpdesk.app import App, check
 from helpdesk.clock import Clock, OffsetClock, SystemClock
 from helpdesk.errors import ConfigError, HelpdeskError, SchemaOutdatedError
-from helpdesk.models import Event, InboundMail, InboundRaw, Message, Outbox, Quarantine, Ticket
+from helpdesk.models import (
+    Event,
+    InboundMail,
+    InboundRaw,
+    Message,
+    Outbox,
+    Quarantine,
+    Ticket,
+    Undeliverable,
+)
 from helpdesk.settings import (
     Settings,
     load_settings,
@@ -140,6 +149,11 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--status", choices=outbox.STATUSES)
     o.add_argument("--failed", action="store_true")
     o.add_argument("--json", action="store_true")
+    u = sub.add_parser("undeliverable",
+                       help="addresses that bounced: automatic mail to them is held back")
+    u.add_argument("action", choices=["list", "clear"])
+    u.add_argument("address", nargs="?", help="the address to clear")
+    u.add_argument("--json", action="store_true")
     report_cli.add_parser(sub)
     return p
 
@@ -401,6 +415,27 @@ def cmd_outbox(app: App, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_undeliverable(app: App, args: argparse.Namespace) -> int:
+    _ready(app)
+    now = app.clock.now()
+    with db.session_scope(app.engine) as session:
+        if args.action == "clear":
+            if not args.address:
+                raise HelpdeskError("undeliverable clear needs an ADDRESS")
+            row = session.get(Undeliverable, args.address.strip().lower())
+            if row is None:
+                raise HelpdeskError(f"{args.address} is not held back")
+            session.delete(row)
+            print(json.dumps({"cleared": row.addr}))
+            return EX_OK
+        query = (select(Undeliverable).where(Undeliverable.until > now)
+                 .order_by(Undeliverable.addr))
+        items = [{"address": r.addr, "until": _iso(r.until), "reason": r.reason}
+                 for r in session.exec(query).all()]
+    _emit(items, args.json, ("address", "until", "reason"))
+    return EX_OK
+
+
 def _emit(items: list[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:
     if as_json:
         _print_json(items)
@@ -422,5 +457,6 @@ _HANDLERS = {
     "quarantine": cmd_quarantine,
     "tickets": cmd_tickets,
     "outbox": cmd_outbox,
+    "undeliverable": cmd_undeliverable,
     "sla": report_cli.cmd_sla,
 }

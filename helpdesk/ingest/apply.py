@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import getaddresses
 
-from sqlalchemy import ARRAY, String, any_, bindparam
+from sqlalchemy import ARRAY, String, any_, bindparam, delete
 from sqlalchemy import select as core_select
 from sqlmodel import Session, select
 
@@ -66,6 +66,9 @@ _THREADS = core_select(
     core_select(_TICKETS.c.reference).where(_TICKETS.c.id == _THREAD_IDS.c.ticket_id)
     .scalar_subquery(),
 )
+_UNDELIVERABLE = model_table(Undeliverable)
+_WRITES_AGAIN = (delete(_UNDELIVERABLE).where(_UNDELIVERABLE.c.addr == bindparam("addr"))
+                 .returning(_UNDELIVERABLE.c.addr))
 # SQLite, asked for every mail (its own Message-ID at least): a fixed number
 # of slots, unused ones NULL (which IN never matches), so the statement is
 # prepared once (an expanding IN is built anew for each count of ids).
@@ -122,6 +125,13 @@ def apply_mail(
             reused = True
     unverified = _unverified_staff(app, mail) if classification.kind is Kind.NORMAL else ""
     staff = classification.kind is Kind.NORMAL and _is_staff(app, mail) and not unverified
+    if classification.kind is Kind.NORMAL and mail.sender_addr and run(
+        connection(session), _WRITES_AGAIN, {"addr": mail.sender_addr}
+    ):
+        # A person writing from an address that bounced us is there again:
+        # their confirmations go out, rather than waiting out the days.
+        log(logger, logging.INFO, "undeliverable address writes again",
+            sender=mail.sender_addr, message_id=mail.message_id)
     resolution = _resolve(app, session, mail, staff, now)
     if classification.kind is Kind.AUTO_REPLY:
         return _auto_reply(app, session, mail, inbound_id, resolution, now)
@@ -576,18 +586,32 @@ def _bounce(
     bounce = classification.bounce
     if bounce is None:
         return Applied("bounce", ignored=True)
+    # Only a bounce of mail we sent counts: anyone can write a DSN, and one
+    # that names no mail of ours would otherwise silence a client's
+    # confirmations for weeks (RFC 3464 §2.3.2's Final-Recipient is just text).
     ticket = None
+    sent_to: set[str] | None = None  # unknown for a signed id without its row
     if bounce.original_message_id:
-        ticket = session.exec(
-            select(Ticket).join(Message, Message.ticket_id == Ticket.id)  # type: ignore[arg-type]
-            .where(Message.message_id == bounce.original_message_id)
+        ours = session.exec(
+            select(Ticket, Message).join(Message, Message.ticket_id == Ticket.id)  # type: ignore[arg-type]
+            .where(Message.message_id == bounce.original_message_id,
+                   Message.direction == "outbound")
         ).first()
+        if ours is not None:
+            ticket, sent = ours
+            sent_to = {a for a in (*sent.to_addrs.split("\n"), *sent.cc_addrs.split("\n")) if a}
     if ticket is None and bounce.original_message_id:
         ref = parse_message_id(bounce.original_message_id, app.settings.helpdesk.support_domain,
                                app.settings.helpdesk.secret)
         ticket = tickets.get_by_reference(session, ref) if ref else None
+    if ticket is None:
+        log(logger, logging.INFO, "bounce of no mail of ours", message_id=mail.message_id,
+            original=bounce.original_message_id, recipients=",".join(bounce.recipients))
+        return Applied("bounce", ignored=True)
     days = app.settings.outbound.undeliverable_days
     for rcpt in bounce.recipients:
+        if sent_to is not None and rcpt not in sent_to:
+            continue  # that mail did not go there
         if bounce.permanent:
             until = now + timedelta(days=days)
             row = session.get(Undeliverable, rcpt)
@@ -596,21 +620,18 @@ def _bounce(
             else:
                 row.until, row.reason = until, bounce.reason[:500]
                 session.add(row)
-        if ticket is not None:
-            tickets.add_event(session, ticket, "bounce", rcpt, now,
-                              text=f"delivery to {rcpt} failed: {bounce.reason}",
-                              permanent=bounce.permanent)
-            notice = notify.build(
-                app, ticket, "bounce_notice", now, _staff_recipients(app, ticket),
-                context={"recipient": rcpt, "reason": bounce.reason,
-                         "permanent": bounce.permanent,
-                         "until": (now + timedelta(days=days)).date().isoformat()},
-                subject=f"{tag_for(ticket)} Delivery failed: {rcpt}",
-            )
-            outbox.enqueue(session, app.settings.outbound, notice, now, ticket.id,
-                           rate_limited=False)
-    if ticket is None:
-        return Applied("bounce", ignored=True)
+        tickets.add_event(session, ticket, "bounce", rcpt, now,
+                          text=f"delivery to {rcpt} failed: {bounce.reason}",
+                          permanent=bounce.permanent)
+        notice = notify.build(
+            app, ticket, "bounce_notice", now, _staff_recipients(app, ticket),
+            context={"recipient": rcpt, "reason": bounce.reason,
+                     "permanent": bounce.permanent,
+                     "until": (now + timedelta(days=days)).date().isoformat()},
+            subject=f"{tag_for(ticket)} Delivery failed: {rcpt}",
+        )
+        outbox.enqueue(session, app.settings.outbound, notice, now, ticket.id,
+                       rate_limited=False)
     return Applied("bounce", ticket.id, ticket.reference, ignored=True)
 
 

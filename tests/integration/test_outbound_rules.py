@@ -57,15 +57,55 @@ def test_bounce_is_recorded_on_the_ticket_and_pauses_automatic_mail(tmp_path: Pa
     notices = [r for r in cli_json(config, "outbox", "list") if r["purpose"] == "bounce_notice"]
     assert [r["to"] for r in notices] == ["team@example.test"]
 
-    # The address is now undeliverable for automatic mail: a new ticket is
-    # still opened, but its confirmation is held back, visibly.
+    # The address is now undeliverable for automatic mail: the SLA notices
+    # and confirmations meant for it are held back, visibly.
+    held = cli_json(config, "undeliverable", "list")
+    assert [(r["address"], r["until"][:10]) for r in held] == [("gone@client.test", (
+        datetime.now(UTC) + timedelta(days=30)).date().isoformat())]
+    # Until it writes again: a person is there, and is answered.
     _deliver(tmp_path, make_mail(sender="gone@client.test", subject="Another one",
                                  message_id="<b2@client.test>"))
     assert cli(config, "run", "--once")[0] == 0
     assert len(cli_json(config, "tickets", "list")) == 2
-    held = cli_json(config, "outbox", "list", "--status", "suppressed")
-    assert [r["purpose"] for r in held] == ["confirmation"]
-    assert "undeliverable" in held[0]["last_error"]
+    assert cli_json(config, "outbox", "list", "--status", "suppressed") == []
+    assert cli_json(config, "undeliverable", "list") == []
+
+
+def test_an_undeliverable_address_can_be_cleared_by_hand(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _deliver(tmp_path, make_mail(sender="gone@client.test", cc="boss@client.test",
+                                 message_id="<b1@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    confirmation = next(m for m in shown["messages"] if m["kind"] == "confirmation")
+    _deliver(tmp_path, _dsn(confirmation["message_id"], "gone@client.test"))
+    assert cli(config, "run", "--once")[0] == 0
+    assert [r["address"] for r in cli_json(config, "undeliverable", "list")] == [
+        "gone@client.test"]
+    # The operator, told the mailbox is fixed, clears it by hand.
+    code, out, _ = cli(config, "undeliverable", "clear", "Gone@Client.test")
+    assert code == 0 and '"cleared": "gone@client.test"' in out
+    assert cli_json(config, "undeliverable", "list") == []
+    code, _, err = cli(config, "undeliverable", "clear", "gone@client.test")
+    assert code != 0 and "not held back" in err
+
+
+def test_a_bounce_of_no_mail_of_ours_silences_nobody(tmp_path: Path) -> None:
+    """Anyone can write a DSN: one naming mail we never sent, or a recipient
+    our mail did not go to, holds nothing back."""
+    config = write_config(tmp_path)
+    _deliver(tmp_path, make_mail(sender="jane@client.test", message_id="<j1@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    confirmation = next(m for m in shown["messages"] if m["kind"] == "confirmation")
+    _deliver(tmp_path, _dsn("made-up@evil.test", "jane@client.test"))
+    _deliver(tmp_path, _dsn("j1@client.test", "jane@client.test"))  # her own mail, not ours
+    _deliver(tmp_path, _dsn(confirmation["message_id"], "dan@other.test"))
+    assert cli(config, "run", "--once")[0] == 0
+    assert cli_json(config, "undeliverable", "list") == []
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    assert [e for e in shown["events"] if e["kind"] == "bounce"] == []
+    assert [r["purpose"] for r in cli_json(config, "outbox", "list")].count("bounce_notice") == 0
 
 
 def test_rate_limit_suppresses_automatic_mail_but_keeps_tickets(tmp_path: Path) -> None:
