@@ -22,6 +22,8 @@ from helpdesk.app import App, check
 from helpdesk.clock import Clock, OffsetClock, SystemClock
 from helpdesk.errors import ConfigError, HelpdeskError, SchemaOutdatedError
 from helpdesk.models import (
+    AttachmentRow,
+    Blob,
     Event,
     InboundMail,
     InboundRaw,
@@ -41,6 +43,7 @@ from helpdesk.settings import (
 )
 from helpdesk.sla import report_cli
 from helpdesk.tickets import STATUSES as TICKET_STATUSES
+from helpdesk.wire import attachment_name
 
 EX_OK = 0
 EX_USAGE = 64
@@ -149,6 +152,10 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--status", choices=outbox.STATUSES)
     o.add_argument("--failed", action="store_true")
     o.add_argument("--json", action="store_true")
+    a = sub.add_parser("attachments", help="save a ticket's attachment to a folder")
+    a.add_argument("action", choices=["save"])
+    a.add_argument("id", type=int, help="the attachment's id, as tickets show lists it")
+    a.add_argument("--to", default=".", help="the folder to save into (default: here)")
     u = sub.add_parser("undeliverable",
                        help="addresses that bounced: automatic mail to them is held back")
     u.add_argument("action", choices=["list", "clear"])
@@ -337,6 +344,14 @@ def ticket_detail_json(session: Session, t: Ticket) -> dict[str, Any]:
                             .order_by(Message.id)).all()  # type: ignore[arg-type]
     events = session.exec(select(Event).where(Event.ticket_id == t.id)
                           .order_by(Event.id)).all()  # type: ignore[arg-type]
+    files: dict[int, list[dict[str, Any]]] = {}
+    for a in session.exec(
+        select(AttachmentRow).join(Message, AttachmentRow.message_id == Message.id)  # type: ignore[arg-type]
+        .where(Message.ticket_id == t.id).order_by(AttachmentRow.id)  # type: ignore[arg-type]
+    ).all():
+        files.setdefault(a.message_id, []).append(
+            {"id": a.id, "filename": a.filename, "content_type": a.content_type,
+             "size": a.size})
     return ticket_json(t) | {
         "participants": [{"address": p.addr, "name": p.name, "role": p.role}
                          for p in participants(session, t.id).values()],
@@ -351,6 +366,7 @@ def ticket_detail_json(session: Session, t: Ticket) -> dict[str, Any]:
                 "body": m.body,
                 "message_id": m.message_id,
                 "created_at": _iso(m.created_at),
+                "attachments": files.get(m.id or 0, []),
             }
             for m in messages
         ],
@@ -386,6 +402,9 @@ def _print_ticket(data: dict[str, Any]) -> None:
     for m in data["messages"]:
         print(shown(f"\n--- {m['created_at']} {m['direction']} {m['kind']} from {m['from']}"))
         print(shown(m["body"]))
+        for a in m["attachments"]:
+            print(shown(f"[attachment {a['id']}: {a['filename'] or '(no name)'}, "
+                        f"{a['content_type']}, {a['size']} bytes]"))
 
 
 def cmd_outbox(app: App, args: argparse.Namespace) -> int:
@@ -413,6 +432,31 @@ def cmd_outbox(app: App, args: argparse.Namespace) -> int:
         ]
     _emit(items, args.json, ("id", "status", "purpose", "to", "attempts", "last_error"))
     return EX_OK
+
+
+def cmd_attachments(app: App, args: argparse.Namespace) -> int:
+    """Write one attachment to ``--to``, under a name of our making: its id,
+    then the sender's name cut to a plain file name. The sender's name is
+    never a path (no folder part, no leading dot), and nothing is overwritten."""
+    _ready(app)
+    with Session(app.engine) as session:
+        row = session.get(AttachmentRow, args.id)
+        blob = session.get(Blob, row.sha256) if row is not None else None
+        if row is None or blob is None:
+            raise HelpdeskError(f"no attachment {args.id}")
+        safe = _SAFE_FILE_RE.sub("_", attachment_name(row.filename)).lstrip(".")[:100]
+        path = Path(args.to) / f"{row.id}-{safe or 'attachment'}"
+        try:
+            with open(path, "xb") as out:
+                out.write(blob.data)
+        except FileExistsError:
+            raise HelpdeskError(f"{path} exists already") from None
+    print(json.dumps({"saved": str(path), "size": len(blob.data)}))
+    return EX_OK
+
+
+# A saved file's name: letters, digits and a few marks; the rest becomes "_".
+_SAFE_FILE_RE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 def cmd_undeliverable(app: App, args: argparse.Namespace) -> int:
@@ -458,5 +502,6 @@ _HANDLERS = {
     "tickets": cmd_tickets,
     "outbox": cmd_outbox,
     "undeliverable": cmd_undeliverable,
+    "attachments": cmd_attachments,
     "sla": report_cli.cmd_sla,
 }

@@ -21,7 +21,7 @@ from email.policy import Compat32
 from email.utils import format_datetime, formataddr
 
 from helpdesk import wire
-from helpdesk.ingest.inbound import Address
+from helpdesk.ingest.inbound import Address, Attachment
 
 LOOP_HEADER = "X-Helpdesk-Loop"
 
@@ -71,6 +71,7 @@ class Draft:
     in_reply_to: str = ""
     references: tuple[str, ...] = ()
     envelope_from: str = ""
+    attachments: tuple[Attachment, ...] = ()
 
 
 def one_line(value: str) -> str:
@@ -127,6 +128,9 @@ def compose(draft: Draft) -> Outgoing:
         body = wire.encode_alternative(draft.text, draft.html)
     else:
         body = wire.encode_plain(draft.text)
+    if draft.attachments:
+        body = wire.encode_mixed(body, [(a.filename, a.content_type, a.payload)
+                                        for a in draft.attachments])
     subject = one_line(draft.subject)
     return Outgoing(
         purpose=draft.purpose,

@@ -13,7 +13,7 @@ from typing import Any
 
 from helpdesk.app import App
 from helpdesk.compose import Draft, Outgoing, compose
-from helpdesk.ingest.inbound import Address
+from helpdesk.ingest.inbound import Address, Attachment
 from helpdesk.models import Ticket
 from helpdesk.sla.wording import format_deadline
 from helpdesk.threading.reference import tag_subject
@@ -73,6 +73,7 @@ def build(
     from_name: str | None = None,
     in_reply_to: str = "",
     references: Sequence[str] = (),
+    attachments: Sequence[Attachment] = (),
 ) -> Outgoing:
     h = app.settings.helpdesk
     data = base_context(app, ticket, now)
@@ -94,6 +95,7 @@ def build(
             loop_value=h.loop_value,
             in_reply_to=in_reply_to,
             references=tuple(references),
+            attachments=tuple(attachments),
         )
     )
 

@@ -1,7 +1,8 @@
 """Outbound mail as wire bytes, written directly for the shapes we compose.
 
 We compose two shapes only: one text/plain part, or multipart/alternative
-holding text/plain then text/html, every body UTF-8 in quoted-printable. For
+holding text/plain then text/html, every body UTF-8 in quoted-printable;
+either may be wrapped in multipart/mixed with files after it. For
 those, building an ``email.message`` tree and flattening it with
 ``email.generator`` cost most of composing a mail (it even compiles a regular
 expression per boundary), so this module writes the same bytes itself:
@@ -17,11 +18,13 @@ from __future__ import annotations
 import random
 import re
 import sys
+from base64 import encodebytes
 from binascii import b2a_qp
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from email.header import Header
 from email.policy import Compat32
 from typing import NamedTuple
+from urllib.parse import quote
 
 HeaderValue = str | Header
 
@@ -68,6 +71,54 @@ def encode_alternative(text: str, html: str) -> Body:
     data = (delimiter + _CRLF + parts[0] + _CRLF + delimiter + _CRLF + parts[1]
             + _CRLF + delimiter + b"--" + _CRLF)
     return Body(head + _MIME_VERSION, data)
+
+
+# RFC 2045 §5.1: type "/" subtype, each a token; anything else is sent as
+# what it is to us, bytes.
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}"
+_TYPE_RE = re.compile(f"{_TOKEN}/{_TOKEN}")
+# What may stand in a quoted filename as it is: printable ASCII but the
+# quote and the backslash (RFC 2045 §5.1 quoted-string, RFC 2183 §2.3).
+_PLAIN_NAME_RE = re.compile(r'[ !#-\[\]-~]{1,200}')
+MAX_NAME = 200
+
+
+def encode_mixed(body: Body, files: Sequence[tuple[str, str, bytes]]) -> Body:
+    """multipart/mixed (RFC 2046 §5.1.3): ``body`` first, then each file as
+    (name, content type, bytes) in base64 (RFC 2045 §6.8), named with
+    RFC 2183 and, when not plain ASCII, RFC 2231."""
+    inner = body.head.removesuffix(_MIME_VERSION) + _CRLF + body.data
+    parts = [inner, *(_file_part(*file) for file in files)]
+    mark = choose_boundary(_CRLF.join(parts)).encode("ascii")
+    head = b'Content-Type: multipart/mixed;\r\n boundary="' + mark + b'"\r\n'
+    delimiter = b"--" + mark
+    data = b"".join(delimiter + _CRLF + part + _CRLF for part in parts)
+    return Body(head + _MIME_VERSION, data + delimiter + b"--" + _CRLF)
+
+
+def attachment_name(name: str) -> str:
+    """The sender's name for a file, fit to be a header parameter: the last
+    path segment, control characters and line breaks gone, at most MAX_NAME
+    characters; "attachment" when nothing is left."""
+    base = re.split(r"[/\\]", name)[-1]
+    base = "".join(c if c.isprintable() else "_" for c in base).strip(" .")
+    return base[:MAX_NAME] or "attachment"
+
+
+def _file_part(name: str, content_type: str, data: bytes) -> bytes:
+    ctype = content_type.lower() if _TYPE_RE.fullmatch(content_type) else (
+        "application/octet-stream")
+    name = attachment_name(name)
+    if _PLAIN_NAME_RE.fullmatch(name):
+        type_param, disposition = f'name="{name}"', f'filename="{name}"'
+    else:
+        # RFC 2231 §4: charset''percent-encoded, the form mail clients read.
+        encoded = "utf-8''" + quote(name, safe="")
+        type_param, disposition = f"name*={encoded}", f"filename*={encoded}"
+    head = (f"Content-Type: {ctype};\r\n {type_param}\r\n"
+            f"Content-Disposition: attachment;\r\n {disposition}\r\n"
+            "Content-Transfer-Encoding: base64\r\n").encode("ascii")
+    return head + _CRLF + encodebytes(data).replace(b"\n", _CRLF)
 
 
 def choose_boundary(avoid: bytes) -> str:

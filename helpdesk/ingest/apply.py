@@ -399,7 +399,7 @@ def _new_ticket(
     staff_mail = notify.build(
         app, ticket, "staff_new_ticket", now, notify.team(app, ticket),
         context={"body": body, "unverified": unverified},
-        subject=f"{tag_for(ticket)} New: {ticket.subject}",
+        subject=f"{tag_for(ticket)} New: {ticket.subject}", attachments=mail.attachments,
     )
     outbox.enqueue(session, cfg, staff_mail, now, ticket.id, rate_limited=False)
     if ticket.category == "billing" and app.settings.helpdesk.billing_address:
@@ -451,7 +451,7 @@ def _client_reply(
         app, ticket, "staff_client_reply", now, _staff_recipients(app, ticket),
         context={"body": body, "sender": actor, "unverified": unverified,
                  "held_back": held_back},
-        subject=f"{tag_for(ticket)} Reply: {ticket.subject}",
+        subject=f"{tag_for(ticket)} Reply: {ticket.subject}", attachments=mail.attachments,
     )
     outbox.enqueue(session, app.settings.outbound, notice, now, ticket.id, rate_limited=False)
     return Applied("reply", ticket.id, ticket.reference)
@@ -525,7 +525,7 @@ def _staff_mail(
                 app, ticket, "reply_relay", now, [requester], cc=cc, automatic=False,
                 context={"body": body}, from_name=f"{staff_name} ({h.name})",
                 subject=tag_subject(ticket.subject, ticket.reference, reply=True),
-                in_reply_to=last_client,
+                in_reply_to=last_client, attachments=mail.attachments,
             )
         except UndeliverableAddressError as exc:
             # Commands above stand; only the relay cannot be made. Said to the

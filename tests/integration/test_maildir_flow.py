@@ -392,3 +392,62 @@ def test_terminal_controls_in_client_text_are_not_printed(tmp_path: Path) -> Non
     assert "Hello\ufffd[2J\ufffd]52;c;aGVsbG8=\ufffd there\ufffd31m" in out
     shown = cli_json(config, "tickets", "show", "HD-000001")
     assert "\x1b[2J" in shown["messages"][0]["body"]  # kept as it came, only shown safely
+
+
+def _with_files(raw: bytes, *files: tuple[str, str, bytes]) -> bytes:
+    msg = email.message_from_bytes(raw, policy=default)
+    assert isinstance(msg, email.message.EmailMessage)
+    for name, ctype, data in files:
+        main, sub = ctype.split("/")
+        msg.add_attachment(data, maintype=main, subtype=sub, filename=name)
+    return msg.as_bytes()
+
+
+def _files(msg: email.message.EmailMessage) -> list[tuple[str | None, bytes]]:
+    return [(part.get_filename(), part.get_payload(decode=True))  # type: ignore[misc]
+            for part in msg.iter_attachments()]
+
+
+def test_attachments_reach_staff_and_client_and_can_be_saved(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    pdf, shot = b"%PDF-1.4 report" * 100, b"\x89PNG" + bytes(range(256)) * 40
+    _deliver(tmp_path, _with_files(
+        make_mail(subject="Printer is broken", message_id="<m1@client.test>"),
+        ("../../etc/passwd", "text/plain", b"root:x:0:0\n"),
+        ("rapport é.pdf", "application/pdf", pdf), ("screen.png", "image/png", shot)))
+    assert cli(config, "run", "--once")[0] == 0
+    [notice] = [m for m in _sent(tmp_path) if "team@example.test" in str(m["To"])]
+    assert _files(notice) == [("passwd", b"root:x:0:0\n"), ("rapport é.pdf", pdf),
+                              ("screen.png", shot)]
+    [confirmation] = [m for m in _sent(tmp_path) if "carol" in str(m["To"])]
+    assert _files(confirmation) == []  # the client has her files
+
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    listed = shown["messages"][0]["attachments"]
+    assert [(a["filename"], a["size"]) for a in listed] == [
+        ("../../etc/passwd", 11), ("rapport é.pdf", len(pdf)), ("screen.png", len(shot))]
+    code, out, _ = cli(config, "tickets", "show", "HD-000001")
+    assert f"[attachment {listed[1]['id']}: rapport é.pdf, application/pdf" in out
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    for a in listed:
+        code, out, err = cli(config, "attachments", "save", str(a["id"]), "--to", str(folder))
+        assert code == 0, err
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"{listed[0]['id']}-passwd", f"{listed[1]['id']}-rapport__.pdf",
+        f"{listed[2]['id']}-screen.png"]
+    assert (folder / f"{listed[1]['id']}-rapport__.pdf").read_bytes() == pdf
+    code, _, err = cli(config, "attachments", "save", str(listed[0]["id"]), "--to", str(folder))
+    assert code != 0 and "exists already" in err
+    assert cli(config, "attachments", "save", "999", "--to", str(folder))[0] != 0
+
+    # Staff answer with a file of their own: the client gets it.
+    _deliver(tmp_path, _with_files(
+        make_mail(sender="Alice <alice@staff.example.test>",
+                  subject="Re: [HD-000001] Printer is broken", body="The driver is attached.\n",
+                  message_id="<a1@staff.example.test>"),
+        ("driver-v2.zip", "application/zip", b"PK\x03\x04zip")))
+    assert cli(config, "run", "--once")[0] == 0
+    [relay] = [m for m in _sent(tmp_path)
+               if "carol" in str(m["To"]) and "driver" in m.get_body().get_content()]
+    assert _files(relay) == [("driver-v2.zip", b"PK\x03\x04zip")]

@@ -137,3 +137,30 @@ def test_headers_written_without_folding_are_the_bytes_compat32_folds(
         monkeypatch.setattr(module, "_WIRE", stdlib)
         assert compose(draft).raw == ours, (subject, name)
         monkeypatch.undo()
+
+
+def test_files_go_in_multipart_mixed_without_reaching_the_headers() -> None:
+    from helpdesk.ingest.inbound import Attachment
+
+    def file(name: str, ctype: str, data: bytes) -> Attachment:
+        return Attachment(filename=name, content_type=ctype, payload=data, sha256="")
+
+    out = compose(_draft(text="See the files.", attachments=(
+        file('a"\r\nBcc: victim@evil.test\r\n.pdf', "application/pdf\r\nX-Injected: 1", b"%PDF"),
+        file("C:\\Users\\me\\résumé.docx", "application/vnd.openxmlformats", b"PK"),
+        file("", "text/plain", b"x" * 200),
+    )))
+    msg = _parse(out.raw)
+    assert msg.get_content_type() == "multipart/mixed"
+    assert msg["Bcc"] is None and msg["X-Injected"] is None
+    assert out.recipients == ("carol@client.test",)
+    body, *files = msg.iter_parts()
+    assert body.get_content().strip() == "See the files."  # type: ignore[attr-defined]
+    assert [(f.get_filename(), f.get_content_type(), f.get_payload(decode=True))
+            for f in files] == [
+        ('a"__Bcc: victim@evil.test__.pdf', "application/octet-stream", b"%PDF"),
+        ("résumé.docx", "application/vnd.openxmlformats", b"PK"),
+        ("attachment", "text/plain", b"x" * 200),
+    ]
+    for line in out.raw.split(b"\r\n"):
+        assert len(line) <= 998  # RFC 5322 §2.1.1
