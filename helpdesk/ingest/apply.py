@@ -513,7 +513,7 @@ def _staff_mail(
     cc = tuple(Address(p.addr, p.name) for p in people.values()
                if p.role == "cc" and p.addr != ticket.requester_addr
                and not is_staff_address(p.addr, h.staff))
-    last_client = _last_client_message_id(session, ticket)
+    last_client, chain = _last_client_mail(session, ticket)
     staff_name = (mail.from_.name if mail.from_ and mail.from_.name else actor.split("@")[0])
     # Written to the client directly, support in copy: the client has it, and
     # a relay would send it twice, and to people its writer left out.
@@ -525,7 +525,7 @@ def _staff_mail(
                 app, ticket, "reply_relay", now, [requester], cc=cc, automatic=False,
                 context={"body": body}, from_name=f"{staff_name} ({h.name})",
                 subject=tag_subject(ticket.subject, ticket.reference, reply=True),
-                in_reply_to=last_client, attachments=mail.attachments,
+                in_reply_to=last_client, references=chain, attachments=mail.attachments,
             )
         except UndeliverableAddressError as exc:
             # Commands above stand; only the relay cannot be made. Said to the
@@ -682,14 +682,19 @@ def _staff_recipients(app: App, ticket: Ticket) -> tuple[Address, ...]:
     return notify.team(app, ticket)
 
 
-def _last_client_message_id(session: Session, ticket: Ticket) -> str:
+def _last_client_mail(session: Session, ticket: Ticket) -> tuple[str, tuple[str, ...]]:
+    """The Message-ID and References of the client's last mail, which a
+    relay answers: RFC 5322 §3.6.4 has a reply's References be its parent's
+    plus the parent, so the client's mail program threads the whole chain."""
     row = session.exec(
-        select(Message.message_id)
+        select(Message.message_id, Message.references)
         .where(Message.ticket_id == ticket.id, Message.direction == "inbound",
                Message.kind == "client")
         .order_by(Message.id.desc())  # type: ignore[union-attr]
     ).first()
-    return row or ""
+    if row is None:
+        return "", ()
+    return row[0], tuple(r for r in row[1].split("\n") if r)
 
 
 def _record_outbound(session: Session, ticket: Ticket, out: Outgoing, outbox_id: int,

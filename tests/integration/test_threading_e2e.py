@@ -369,6 +369,23 @@ async def test_a_reply_found_by_its_subject_cannot_add_people_to_the_ticket(
     assert "frank@client.test" in {p["address"] for p in desk.show()["participants"]}
 
 
+async def test_a_relay_carries_the_whole_chain_of_the_mail_it_answers(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    confirmation, notification = await open_ticket(desk)
+    await desk.deliver(make_mail(
+        sender=CAROL, to=confirmation.reply_to, subject="Re: [HD-000001] Printer is broken",
+        message_id="<carol-2@client.test>", in_reply_to=f"<{confirmation.message_id}>",
+        references=f"<orig@client.test> <{confirmation.message_id}>"))
+    desk.sent()
+    await desk.deliver(staff_reply(notification, "On it.\n"))
+    relay = only(desk.sent(), "reply_relay")
+    assert relay.msg["In-Reply-To"] == "<carol-2@client.test>"
+    assert relay.msg["References"].split() == [
+        "<orig@client.test>", f"<{confirmation.message_id}>", "<carol-2@client.test>"]
+
+
 async def test_a_message_id_reused_by_another_mail_does_not_lose_it(
     make_desk: DeskFactory,
 ) -> None:
