@@ -51,6 +51,9 @@ from helpdesk.threading.tokens import parse_message_id
 
 logger = logging.getLogger(__name__)
 
+# How far into an escalation mail's text a quoted reference is looked for.
+BODY_REFERENCE_CHARS = 4000
+
 # Asked once per mail: built once (see helpdesk.rows).
 _MESSAGES = model_table(Message)
 _THREAD_IDS = model_table(ThreadId)
@@ -132,10 +135,11 @@ def apply_mail(
         # their confirmations go out, rather than waiting out the days.
         log(logger, logging.INFO, "undeliverable address writes again",
             sender=mail.sender_addr, message_id=mail.message_id)
-    resolution = _resolve(app, session, mail, staff, now)
     if classification.kind is Kind.AUTO_REPLY:
-        return _auto_reply(app, session, mail, inbound_id, resolution, now)
+        return _auto_reply(app, session, mail, inbound_id,
+                           _resolve(app, session, mail, staff, now, ""), now)
     body = extract_new_text(mail.text) if new_text is None else new_text
+    resolution = _resolve(app, session, mail, staff, now, body)
     result = _dispatch(app, session, mail, inbound_id, classification, resolution, staff,
                        unverified, now, body)
     if unverified or reused:
@@ -236,10 +240,15 @@ def _is_participant(session: Session, ticket: Ticket, mail: InboundEmail) -> boo
 # -- facts for the pure resolver -------------------------------------------
 
 def _resolve(
-    app: App, session: Session, mail: InboundEmail, staff: bool, now: datetime
+    app: App, session: Session, mail: InboundEmail, staff: bool, now: datetime, body: str
 ) -> Resolution:
     """Gather what the database knows about the references this mail carries,
-    then let the pure resolver decide."""
+    then let the pure resolver decide.
+
+    Mail to the escalation address is asked to quote its reference, which
+    people do in the text as often as in the subject: there the text's
+    references count as the subject's would (for the ticket's own people only).
+    """
     h = app.settings.helpdesk
     chain: dict[str, str] = {}
     candidates = chain_candidates(mail)
@@ -259,6 +268,10 @@ def _resolve(
         topic_refs = tuple(rows2)
     token_refs = tokens_in(mail, h.support_address, h.secret)
     subject_refs = tuple(find_subject_references(mail.subject, h.reference_prefix))
+    escalation = h.escalation_address.lower()
+    if not subject_refs and body and any(a.addr == escalation for a in mail.recipients):
+        subject_refs = tuple(find_subject_references(body[:BODY_REFERENCE_CHARS],
+                                                     h.reference_prefix))
     known: dict[str, TicketFacts] = {}
     for ref in {*token_refs, *chain.values(), *topic_refs, *subject_refs}:
         facts = tickets.facts(session, ref)

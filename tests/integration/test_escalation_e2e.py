@@ -185,6 +185,31 @@ async def test_mail_to_the_escalation_address(make_desk: DeskFactory, db_url: st
     assert mail_purposes(desk.sent()) == [*NOTICES, "staff_new_ticket"]
 
 
+async def test_mail_to_the_escalation_address_quoting_the_reference_in_its_text(
+    make_desk: DeskFactory,
+) -> None:
+    """The confirmation asks for mail to the escalation address "quoting"
+    the reference: in the text counts as in the subject, for the ticket's
+    own people; a stranger's still opens their own, linked ticket."""
+    desk = make_desk()
+    await carol_writes_in(desk)
+    await desk.deliver(make_mail(sender=CAROL, to=ESCALATIONS, subject="Still broken",
+                                 body="Please escalate HD-000001, nobody has answered.\n",
+                                 message_id="<esc-body@client.test>"))
+    assert desk.references() == ["HD-000001"]
+    assert escalations(desk.show()) == [("new", "address", 1)]
+    await desk.deliver(make_mail(sender=MALLORY, to=ESCALATIONS, subject="Hurry",
+                                 body="Escalate HD-000001 now.\n",
+                                 message_id="<mal-body@evil.test>"))
+    assert desk.references() == ["HD-000001", "HD-000002"]
+    assert desk.show("HD-000002")["linked_to"] == "HD-000001"
+    # Mail to the support address is not read for references in its text.
+    await desk.deliver(make_mail(sender=CAROL, subject="Another thing",
+                                 body="Unlike HD-000001, this is new.\n",
+                                 message_id="<new-body@client.test>"))
+    assert desk.references() == ["HD-000001", "HD-000002", "HD-000003"]
+
+
 async def test_strangers_escalation_opens_their_own_linked_ticket(
     make_desk: DeskFactory, db_url: str
 ) -> None:
