@@ -89,10 +89,13 @@ def verify_sender(mail: InboundEmail, authserv_id: str, trust_staff_from: bool) 
             if signer and is_aligned(signer, from_domain):
                 return Verification(True, f"dkim=pass for {signer}, aligned with {from_domain}")
     spf = any(r.method == "spf" and r.result == "pass" for r in results)
+    # The verdict must name the domain it checked (RFC 7489 §11.2 header.from):
+    # one without it may be for a From that our parser read otherwise (a
+    # display name that looks like an address, two addresses in From).
     dmarc = any(
         r.method == "dmarc"
         and r.result == "pass"
-        and _domain(r.prop("header.from") or from_domain) == from_domain
+        and _domain(r.prop("header.from")) == from_domain
         for r in results
     )
     if spf and dmarc:

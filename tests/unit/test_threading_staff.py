@@ -68,7 +68,7 @@ def test_trust_staff_from_skips_verification() -> None:
         f"{OURS.upper()}; dkim=pass header.d=example.test",
         f"{OURS}; dkim=fail header.d=example.test; dkim=pass header.d=example.test",
         f"{OURS}; spf=pass smtp.mailfrom=example.test; dmarc=pass header.from=example.test",
-        f"{OURS}; spf=pass smtp.mailfrom=bounce.example.test; dmarc=pass",
+        f"{OURS}; spf=pass smtp.mailfrom=bounce.example.test; dmarc=pass header.from=example.test",
     ],
 )
 def test_authenticated_from_domains_are_verified(header: str) -> None:
@@ -94,6 +94,7 @@ def test_a_child_from_domain_aligns_with_a_parent_signature() -> None:
         (f"{OURS}; dmarc=pass header.from=example.test", "DMARC without SPF"),
         (f"{OURS}; spf=pass; dmarc=pass header.from=evil.test", "DMARC for another domain"),
         (f"{OURS}; spf=softfail; dmarc=pass", "SPF not passed"),
+        (f"{OURS}; spf=pass; dmarc=pass", "DMARC not saying which domain it checked"),
         (f"{OURS}; none", "no results"),
         ("mx.evil.test; dkim=pass header.d=example.test", "forged: another authserv-id"),
         (f"{OURS}.evil; dkim=pass header.d=example.test", "authserv-id that merely starts alike"),
