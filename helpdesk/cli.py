@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", help="store one RFC 5322 message (MTA delivery)")
     ing.add_argument("file", nargs="?", default="-")
     q = sub.add_parser("quarantine", help="messages that could not be processed")
-    q.add_argument("action", choices=["list", "show", "replay"])
+    q.add_argument("action", choices=["list", "show", "replay", "dismiss"])
     q.add_argument("id", nargs="?", type=int)
     q.add_argument("--all", action="store_true")
     q.add_argument("--json", action="store_true")
@@ -274,6 +274,18 @@ def cmd_quarantine(app: App, args: argparse.Namespace) -> int:
                 "raw": bytes(start or b"").decode("utf-8", "replace")[:20000]}
             print(json.dumps(data, indent=2))
             return EX_OK
+    if args.action == "dismiss":
+        if args.id is None:
+            raise HelpdeskError("quarantine dismiss needs an ID")
+        with db.session_scope(app.engine) as session:
+            q = session.get(Quarantine, args.id)
+            if q is None or q.status != "held":
+                raise HelpdeskError(f"no held message {args.id}")
+            # Kept, bytes and all, for the record: only no longer waiting.
+            q.status = "dismissed"
+            session.add(q)
+        print(json.dumps({"id": args.id, "status": "dismissed"}))
+        return EX_OK
     if args.id is None and not args.all:
         raise HelpdeskError("quarantine replay needs an ID or --all")
     results = replay(app, None if args.all else args.id)

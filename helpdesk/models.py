@@ -260,7 +260,7 @@ class Quarantine(SQLModel, table=True):
     detail: str = _text()
     created_at: datetime = _ts(nullable=False)
     replayed_at: datetime | None = _ts()
-    status: str = Field(default="held", max_length=16)  # held | replayed
+    status: str = Field(default="held", max_length=16)  # held | replayed | dismissed
 
 
 class Notice(SQLModel, table=True):

@@ -100,6 +100,28 @@ def build(
     )
 
 
+def team_notice(app: App, purpose: str, now: datetime, context: Mapping[str, Any],
+                subject: str) -> Outgoing:
+    """Staff news about no ticket (a mail held in quarantine): to the team,
+    from the support address, with the loop header as all our mail."""
+    h = app.settings.helpdesk
+    rendered = app.templates.render(purpose, {"helpdesk_name": h.name, **context})
+    return compose(
+        Draft(
+            purpose=purpose,
+            from_addr=Address(h.support_address, h.name),
+            to=team(app),
+            subject=subject,
+            text=rendered.text,
+            html=rendered.html,
+            message_id=f"hd.{purpose.replace('_', '-')}.{uuid.uuid4().hex}@{h.support_domain}",
+            date=now,
+            automatic=True,
+            loop_value=h.loop_value,
+        )
+    )
+
+
 def team(app: App, ticket: Ticket | None = None) -> tuple[Address, ...]:
     """Where staff news about ``ticket`` goes: its customer's own team address
     when the configuration gives one, else the helpdesk's team address."""

@@ -38,6 +38,7 @@ PURPOSES = (
     "escalation_reminder",
     "bounce_notice",
     "command_error",
+    "quarantine_notice",
 )
 
 

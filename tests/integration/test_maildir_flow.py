@@ -104,6 +104,31 @@ def test_empty_message_is_quarantined_and_next_processed(tmp_path: Path) -> None
     assert len(list((tmp_path / "mail" / ".Quarantine" / "cur").iterdir())) == 1
 
 
+def test_the_team_hears_of_held_mail_once_an_hour_and_can_dismiss_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path, helpdesk={"max_message_size": 1000})
+    _deliver(tmp_path, make_mail(sender="kim@client.test", subject="Logs attached",
+                                 message_id="<big1@client.test>", body="x" * 2000 + "\n"),
+             b"\r\n\r\n", make_mail(message_id="<big2@client.test>", body="y" * 2000 + "\n"))
+    assert cli(config, "run", "--once")[0] == 0
+    held = cli_json(config, "quarantine", "list")
+    assert [h["reason"] for h in held] == ["over_max_size", "unparseable", "over_max_size"]
+    [notice] = [m for m in _sent(tmp_path) if "held in quarantine" in str(m["Subject"])]
+    assert str(notice["To"]) == "Example Support team <team@example.test>"
+    text = notice.get_body().get_content()
+    assert f"held in quarantine (id {held[0]['id']})" in text
+    assert "From:       kim@client.test" in text and "Subject:    Logs attached" in text
+    assert f"helpdesk quarantine replay {held[0]['id']}" in text
+    assert notice["Auto-Submitted"] == "auto-replied"
+    # The other two are in no notice of their own: one an hour at most.
+    code, out, err = cli(config, "quarantine", "dismiss", str(held[1]["id"]))
+    assert code == 0, err
+    assert [h["status"] for h in cli_json(config, "quarantine", "list")] == [
+        "held", "dismissed", "held"]
+    (result,) = cli_json(config, "quarantine", "replay", str(held[1]["id"]))
+    assert result["status"] == "dismissed"  # not processed again
+    assert cli(config, "quarantine", "dismiss", str(held[1]["id"]))[0] != 0
+
+
 def test_mail_over_max_message_size_is_kept_whole_and_replays_once_the_limit_is_raised(
     tmp_path: Path,
 ) -> None:
