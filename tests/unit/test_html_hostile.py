@@ -30,6 +30,8 @@ def test_unclosed_start_tags_read_as_text() -> None:
     text = html_to_text("<p>hello</p>" + "<a " * (N // 3) + "<p>bye</p>")
     assert text.startswith("hello\n\n<a <a ")
     assert text.endswith("<a\n\nbye")
+    # with no ">" after them html.parser searched to the end from each one
+    assert html_to_text("<a " * (N // 3)) == ("<a " * (N // 3)).strip()
 
 
 def test_quoted_gt_in_broken_tags_reads_as_text() -> None:
