@@ -120,7 +120,7 @@ def test_the_team_hears_of_held_mail_once_an_hour_and_can_dismiss_it(tmp_path: P
     assert f"helpdesk quarantine replay {held[0]['id']}" in text
     assert notice["Auto-Submitted"] == "auto-replied"
     # The other two are in no notice of their own: one an hour at most.
-    code, out, err = cli(config, "quarantine", "dismiss", str(held[1]["id"]))
+    code, _, err = cli(config, "quarantine", "dismiss", str(held[1]["id"]))
     assert code == 0, err
     assert [h["status"] for h in cli_json(config, "quarantine", "list")] == [
         "held", "dismissed", "held"]
