@@ -118,6 +118,18 @@ def enqueue(
     kept as ``suppressed`` so the decision is visible, and nothing is sent.
     Returns the row's id.
     """
+    return enqueue_checked(session, cfg, outgoing, now, ticket_id, rate_limited)[0]
+
+
+def enqueue_checked(
+    session: Session,
+    cfg: OutboundSettings,
+    outgoing: Outgoing,
+    now: datetime,
+    ticket_id: int | None = None,
+    rate_limited: bool = True,
+) -> tuple[int, str]:
+    """:func:`enqueue`, also returning why the mail is held back ("" if it is not)."""
     status, error = "queued", ""
     if outgoing.automatic and rate_limited:
         reason = suppression_reason(session, cfg, outgoing.rcpt, now)
@@ -131,7 +143,7 @@ def enqueue(
         from helpdesk.tickets import remember_ids
 
         remember_ids(session, ticket_id, outgoing.message_id, fresh=True)
-    return row_id
+    return row_id, error
 
 
 @dataclass(frozen=True, slots=True)

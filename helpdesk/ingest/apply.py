@@ -390,6 +390,7 @@ def _new_ticket(
                         mail=mail, inbound_mail_id=inbound_id, subject=subject)
     cfg = app.settings.outbound
     may_answer = classification.no_auto_reply_reason is None
+    held_back = ""  # why the client was sent no confirmation, for staff
     if escalation:
         # The escalation acknowledgement replaces the plain confirmation.
         escalate(app, session, ticket, mail, trigger=escalation, allowed=True, staff=False,
@@ -403,15 +404,16 @@ def _new_ticket(
         except UndeliverableAddressError as exc:
             tickets.add_event(session, ticket, "confirmation_not_sent", mail.sender_addr, now,
                               reason=str(exc))
+            held_back = str(exc)
         else:
-            row = outbox.enqueue(session, cfg, confirmation, now, ticket.id)
+            row, held_back = outbox.enqueue_checked(session, cfg, confirmation, now, ticket.id)
             _record_outbound(session, ticket, confirmation, row, now)
     else:
         log(logger, logging.INFO, "no confirmation", message_id=mail.message_id,
             ticket=ticket.reference, reason=classification.no_auto_reply_reason)
     staff_mail = notify.build(
         app, ticket, "staff_new_ticket", now, notify.team(app, ticket),
-        context={"body": body, "unverified": unverified},
+        context={"body": body, "unverified": unverified, "held_back": held_back},
         subject=f"{tag_for(ticket)} New: {ticket.subject}", attachments=mail.attachments,
     )
     outbox.enqueue(session, cfg, staff_mail, now, ticket.id, rate_limited=False)

@@ -132,3 +132,24 @@ def test_rate_limit_suppresses_automatic_mail_but_keeps_tickets(tmp_path: Path) 
     last = [r for r in cli_json(config, "outbox", "list") if r["purpose"] == "confirmation"][-1]
     assert last["status"] == "queued"
     app.dispose()
+
+
+def test_staff_are_told_when_a_client_got_no_confirmation(tmp_path: Path) -> None:
+    """Past the hourly limit the ticket is opened but its confirmation held
+    back: the team's notice says so, as the client has no reference."""
+    import email
+    from email.policy import default
+
+    config = write_config(tmp_path)
+    for i in range(6):
+        _deliver(tmp_path, make_mail(sender="chatty@client.test", subject=f"Question {i}",
+                                     message_id=f"<q{i}@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    notices = {}
+    for path in (tmp_path / "sent" / "new").iterdir():
+        msg = email.message_from_bytes(path.read_bytes(), policy=default)
+        if "New:" in str(msg["Subject"]):
+            notices[str(msg["Subject"])] = msg.get_body().get_content()  # type: ignore[union-attr]
+    assert len(notices) == 6
+    told = [s for s, text in notices.items() if "was sent no confirmation (rate limit" in text]
+    assert told == ["[HD-000006] New: Question 5"]
