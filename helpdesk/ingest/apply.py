@@ -23,6 +23,7 @@ from helpdesk.compose import Outgoing, UndeliverableAddressError
 from helpdesk.errors import BadMessageError
 from helpdesk.escalate import escalate
 from helpdesk.escalation.markers import find_marker
+from helpdesk.ingest.autoreply import is_robot_address
 from helpdesk.ingest.classify import Classification, Kind
 from helpdesk.ingest.inbound import Address, InboundEmail
 from helpdesk.ingest.parse import parse_email
@@ -128,6 +129,8 @@ def apply_mail(
             reused = True
     unverified = _unverified_staff(app, mail) if classification.kind is Kind.NORMAL else ""
     staff = classification.kind is Kind.NORMAL and _is_staff(app, mail) and not unverified
+    if classification.kind is Kind.NORMAL and not staff:
+        mail = _form_sender(app, mail)
     if classification.kind is Kind.NORMAL and mail.sender_addr and run(
         connection(session), _WRITES_AGAIN, {"addr": mail.sender_addr}
     ):
@@ -213,6 +216,20 @@ def _with_sender(mail: InboundEmail) -> InboundEmail:
     if mail.return_path and "@" in mail.return_path:
         return replace(mail, from_=Address(mail.return_path))
     return mail
+
+
+def _form_sender(app: App, mail: InboundEmail) -> InboundEmail:
+    """A web form sends from noreply@ with the customer in Reply-To, where
+    RFC 5322 §3.6.2 says answers go: the customer is the one writing, and
+    becomes the requester. Only then: a person's Reply-To (a team list, an
+    assistant) does not make someone else the requester."""
+    if mail.from_ is None or len(mail.reply_to) != 1:
+        return mail
+    person = mail.reply_to[0]
+    if (not is_robot_address(mail.from_.addr) or is_robot_address(person.addr)
+            or "@" not in person.addr or app.is_own_address(person.addr)):
+        return mail
+    return replace(mail, from_=person)
 
 
 def _header_addresses(mail: InboundEmail, name: str) -> list[Address]:

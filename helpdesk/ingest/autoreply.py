@@ -248,7 +248,7 @@ def _is_robot_sender(mail: InboundEmail) -> bool:
     # Judge the address an answer would go to: a web form sending from
     # noreply@ with the customer in Reply-To still deserves an answer.
     answer_to = mail.reply_to[0].addr if mail.reply_to else mail.sender_addr
-    if answer_to and _is_robot_address(answer_to):
+    if answer_to and is_robot_address(answer_to):
         return True
     if not mail.sender_addr and re.search(
         r"mailer-daemon|postmaster", mail.header("from") or "", re.IGNORECASE
@@ -259,7 +259,8 @@ def _is_robot_sender(mail: InboundEmail) -> bool:
     return _normalised_local(return_path) in ("mailerdaemon", "doublebounce")
 
 
-def _is_robot_address(addr: str) -> bool:
+def is_robot_address(addr: str) -> bool:
+    """noreply@, mailer-daemon@ and their like: nobody reads what is sent there."""
     local = _normalised_local(addr)
     return local in _ROBOT_LOCALS or local.startswith(_ROBOT_PREFIXES)
 

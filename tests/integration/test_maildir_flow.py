@@ -476,3 +476,22 @@ def test_attachments_reach_staff_and_client_and_can_be_saved(tmp_path: Path) -> 
     [relay] = [m for m in _sent(tmp_path)
                if "carol" in str(m["To"]) and "driver" in m.get_body().get_content()]
     assert _files(relay) == [("driver-v2.zip", b"PK\x03\x04zip")]
+
+
+def test_web_form_mail_is_answered_at_its_reply_to(tmp_path: Path) -> None:
+    """From noreply@ with the customer in Reply-To (RFC 5322 §3.6.2): the
+    customer is the requester; a person's own Reply-To changes nothing."""
+    config = write_config(tmp_path)
+    _deliver(tmp_path,
+             make_mail(sender="Portal <no-reply@portal.client.test>", subject="Form: VPN",
+                       message_id="<f1@portal.client.test>",
+                       headers={"Reply-To": "Kim Customer <kim@client.test>"}),
+             make_mail(sender="Carol <carol@client.test>", subject="Printer",
+                       message_id="<c1@client.test>",
+                       headers={"Reply-To": "it-team@client.test"}))
+    assert cli(config, "run", "--once")[0] == 0
+    listed = {t["subject"]: t["requester"] for t in cli_json(config, "tickets", "list")}
+    assert listed == {"Form: VPN": "kim@client.test", "Printer": "carol@client.test"}
+    confirmed = sorted(str(m["To"]) for m in _sent(tmp_path)
+                       if m["Auto-Submitted"] and "team@" not in str(m["To"]))
+    assert confirmed == ["Carol <carol@client.test>", "Kim Customer <kim@client.test>"]
