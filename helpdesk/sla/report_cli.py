@@ -27,7 +27,8 @@ def add_parser(
 ) -> argparse.ArgumentParser:
     """Add the ``sla`` command to the main parser's subcommands."""
     sla = subparsers.add_parser("sla", help="service-level figures")
-    sla.add_argument("action", choices=["report"])
+    sla.add_argument("action", choices=["report"],
+                     help="per priority and plan: met, breached, at risk")
     sla.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
                      help="only tickets opened on or after this day (in the helpdesk's "
                           "timezone); default: all tickets")
