@@ -20,16 +20,14 @@ from sqlmodel import Session, select
 from helpdesk import notify, outbox, tickets
 from helpdesk.app import App
 from helpdesk.compose import Outgoing, UndeliverableAddressError
-from helpdesk.errors import BadMessageError
 from helpdesk.escalate import escalate
 from helpdesk.escalation.markers import find_marker
 from helpdesk.ingest.autoreply import is_robot_address
 from helpdesk.ingest.classify import Classification, Kind
 from helpdesk.ingest.inbound import Address, InboundEmail
-from helpdesk.ingest.parse import parse_email
 from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.logs import log
-from helpdesk.models import InboundRaw, Message, Participant, ThreadId, Ticket, Undeliverable
+from helpdesk.models import Message, Participant, ThreadId, Ticket, Undeliverable
 from helpdesk.prepared import run
 from helpdesk.rows import connection, model_table
 from helpdesk.sla.classify import classify_mail
@@ -59,7 +57,7 @@ BODY_REFERENCE_CHARS = 4000
 _MESSAGES = model_table(Message)
 _THREAD_IDS = model_table(ThreadId)
 _TICKETS = model_table(Ticket)
-_SEEN = core_select(_MESSAGES.c.inbound_mail_id).where(
+_SEEN = core_select(_MESSAGES.c.from_addr).where(
     _MESSAGES.c.message_id == bindparam("mid"), _MESSAGES.c.direction == "inbound"
 ).limit(1)
 # The reference as a subquery, not a join: the PostgreSQL form below is
@@ -113,24 +111,25 @@ def apply_mail(
     if classification.kind is Kind.BOUNCE:
         return _bounce(app, session, mail, classification, now)
     mail = _with_sender(mail)
+    if classification.kind is Kind.NORMAL:
+        mail = _form_sender(app, mail)
     reused = False
     if mail.message_id:
-        earlier = _earlier_with_id(session, mail.message_id)
+        earlier = _earlier_sender(session, mail.message_id)
         if earlier is not None:
-            if _same_mail(session, earlier, mail):
-                # The same mail delivered twice (e.g. To and Cc both reach support).
+            if earlier == mail.sender_addr:
+                # The same mail delivered twice (To and Cc both reach
+                # support; a copy through a list, which adds a footer).
                 return Applied("duplicate_message_id", ignored=True)
             # RFC 5322 §3.6.4 makes the id unique, but printers and scripts
-            # reuse theirs: another mail under it is kept, threaded without
-            # it, and leaves the earlier one's place in its thread alone.
+            # reuse theirs: another sender's mail under it is kept, threaded
+            # without it, and leaves the earlier one's place in its thread alone.
             log(logger, logging.WARNING, "message id reused by another mail",
                 message_id=mail.message_id, sender=mail.sender_addr)
             mail = replace(mail, message_id="")
             reused = True
     unverified = _unverified_staff(app, mail) if classification.kind is Kind.NORMAL else ""
     staff = classification.kind is Kind.NORMAL and _is_staff(app, mail) and not unverified
-    if classification.kind is Kind.NORMAL and not staff:
-        mail = _form_sender(app, mail)
     if classification.kind is Kind.NORMAL and mail.sender_addr and run(
         connection(session), _WRITES_AGAIN, {"addr": mail.sender_addr}
     ):
@@ -183,7 +182,10 @@ def _dispatch(
                            stranger_of=ticket.reference,
                            unverified=unverified)
     if ticket is not None and staff:
-        result = _staff_mail(app, session, mail, inbound_id, ticket, now, body)
+        # Staff writing to the escalation address write to managers, not to
+        # the client: kept as a note, never relayed.
+        result = _staff_mail(app, session, mail, inbound_id, ticket, now, body,
+                             internal=trigger == "address")
     elif ticket is not None:
         result = _client_reply(app, session, mail, inbound_id, ticket, resolution, now, subject,
                                body=body,
@@ -227,7 +229,8 @@ def _form_sender(app: App, mail: InboundEmail) -> InboundEmail:
         return mail
     person = mail.reply_to[0]
     if (not is_robot_address(mail.from_.addr) or is_robot_address(person.addr)
-            or "@" not in person.addr or app.is_own_address(person.addr)):
+            or "@" not in person.addr or app.is_own_address(person.addr)
+            or _is_staff_addr(app, person.addr)):
         return mail
     return replace(mail, from_=person)
 
@@ -264,7 +267,8 @@ def _resolve(
 
     Mail to the escalation address is asked to quote its reference, which
     people do in the text as often as in the subject: there the text's
-    references count as the subject's would (for the ticket's own people only).
+    references count as the subject's would (for the ticket's own people only;
+    staff, who may act on any ticket, name tickets in the text in passing).
     """
     h = app.settings.helpdesk
     chain: dict[str, str] = {}
@@ -286,7 +290,9 @@ def _resolve(
     token_refs = tokens_in(mail, h.support_address, h.secret)
     subject_refs = tuple(find_subject_references(mail.subject, h.reference_prefix))
     escalation = h.escalation_address.lower()
-    if not subject_refs and body and any(a.addr == escalation for a in mail.recipients):
+    if not staff and not subject_refs and body and any(
+        a.addr == escalation for a in mail.recipients
+    ):
         subject_refs = tuple(find_subject_references(body[:BODY_REFERENCE_CHARS],
                                                      h.reference_prefix))
     known: dict[str, TicketFacts] = {}
@@ -318,27 +324,10 @@ def _chain_refs(session: Session, candidates: list[str]) -> dict[str, str]:
     return {str(mid): str(ref) for mid, ref in found}
 
 
-def _earlier_with_id(session: Session, message_id: str) -> tuple[int | None] | None:
-    """(its inbound row,) of a mail stored on a ticket under ``message_id``."""
+def _earlier_sender(session: Session, message_id: str) -> str | None:
+    """The sender of a mail stored on a ticket under ``message_id``, if any."""
     found = run(connection(session), _SEEN, {"mid": message_id})
-    return (found[0][0],) if found else None
-
-
-def _same_mail(session: Session, earlier: tuple[int | None], mail: InboundEmail) -> bool:
-    """Whether ``mail`` is the earlier one again: the same sender and text.
-    Copies differ in their trace fields (Received, Delivered-To), so bytes
-    cannot tell. Asked only when an id repeats; the earlier mail is parsed
-    again from its stored bytes, as it was when it came."""
-    stored = session.get(InboundRaw, earlier[0]) if earlier[0] is not None else None
-    if stored is None:
-        return True  # nothing to compare with: as before, the id decides
-    try:
-        first = parse_email(stored.raw)
-    except BadMessageError:
-        return True
-    first = _with_sender(first)
-    return first.sender_addr == mail.sender_addr and (
-        " ".join(first.text.split()) == " ".join(mail.text.split()))
+    return str(found[0][0]) if found else None
 
 
 def _is_staff(app: App, mail: InboundEmail) -> bool:
@@ -462,7 +451,7 @@ def _client_reply(
     actor = mail.sender_addr
     offered = [*mail.cc, *mail.to]
     held_back: list[str] = []
-    if _may_add_people(app, mail, resolution, ticket):
+    if _may_add_people(app, session, mail, resolution, ticket):
         tickets.add_participants(app, session, ticket, offered, "cc")
     else:
         assert ticket.id is not None
@@ -489,19 +478,23 @@ def _client_reply(
     return Applied("reply", ticket.id, ticket.reference)
 
 
-def _may_add_people(app: App, mail: InboundEmail, resolution: Resolution,
+def _may_add_people(app: App, session: Session, mail: InboundEmail, resolution: Resolution,
                     ticket: Ticket) -> bool:
     """Whether a reply may put its To and Cc on the ticket. Everyone on it
     receives the staff's answers, so only mail that answers ours (a signed
-    reply address or Message-ID) or whose sender our server authenticated
-    may widen it: a subject reference, or an id seen in a thread, anyone can
-    copy, and From anyone can write."""
+    reply address or Message-ID), or from someone on it whose sender our
+    server authenticated, may widen it: a subject reference, or an id seen
+    in a thread, anyone can copy, and From anyone can write."""
     if resolution.matched_by == "token":
         return True
     h = app.settings.helpdesk
     if ticket.reference in signed_chain_refs(mail, h.support_domain, h.secret).values():
         return True
-    return verify_sender(mail, h.authserv_id, h.trust_staff_from).verified
+    # An authenticated From is genuine, which says nothing of whether its
+    # sender belongs on this ticket: they must be on it already.
+    assert ticket.id is not None
+    return (mail.sender_addr in tickets.addresses(session, ticket.id)
+            and verify_sender(mail, h.authserv_id, h.trust_staff_from).verified)
 
 
 def _staff_mail(
@@ -512,6 +505,8 @@ def _staff_mail(
     ticket: Ticket,
     now: datetime,
     new_text: str,
+    *,
+    internal: bool = False,
 ) -> Applied:
     h = app.settings.helpdesk
     parsed = staff_commands.parse_commands(new_text)
@@ -531,7 +526,7 @@ def _staff_mail(
     to_note = any(a.addr == h.effective_note_address.lower() for a in mail.recipients)
     explicit_status = _apply_commands(app, session, ticket, parsed.commands, actor, now)
     body = parsed.remaining_text
-    if parsed.is_note or to_note:
+    if parsed.is_note or to_note or internal:
         tickets.add_message(session, ticket, direction="inbound", kind="note", now=now,
                             body=body, mail=mail, inbound_mail_id=inbound_id)
         return Applied("note", ticket.id, ticket.reference)

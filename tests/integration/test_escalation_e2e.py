@@ -210,6 +210,31 @@ async def test_mail_to_the_escalation_address_quoting_the_reference_in_its_text(
     assert desk.references() == ["HD-000001", "HD-000002", "HD-000003"]
 
 
+async def test_staff_writing_to_the_escalation_address_reach_managers_not_the_client(
+    make_desk: DeskFactory,
+) -> None:
+    """Naming the ticket in the subject escalates it and keeps the mail as a
+    note; naming it only in the text, as staff do in passing, does not put
+    the mail on that ticket at all. Neither is relayed to the client."""
+    desk = make_desk()
+    await carol_writes_in(desk)
+    await desk.deliver(make_mail(sender=ALICE, to=ESCALATIONS, subject="Angry customer",
+                                 body="Can a manager look at HD-000001? Between us, they "
+                                      "broke it themselves.\n",
+                                 message_id="<alice-esc1@staff.example.test>"))
+    await desk.deliver(make_mail(sender=ALICE, to=ESCALATIONS,
+                                 subject="[HD-000001] needs a manager",
+                                 body="Between us, they broke it themselves.\n",
+                                 message_id="<alice-esc2@staff.example.test>"))
+    sent = desk.sent()
+    assert not [s for s in sent if "carol@client.test" in s.rcpt]
+    data = desk.show()
+    assert data["escalated"] is True
+    assert [m["kind"] for m in data["messages"]][-1] == "note"
+    assert all("broke it" not in m["body"] for m in data["messages"]
+               if m["direction"] == "outbound")
+
+
 async def test_strangers_escalation_opens_their_own_linked_ticket(
     make_desk: DeskFactory, db_url: str
 ) -> None:

@@ -488,10 +488,15 @@ def test_web_form_mail_is_answered_at_its_reply_to(tmp_path: Path) -> None:
                        headers={"Reply-To": "Kim Customer <kim@client.test>"}),
              make_mail(sender="Carol <carol@client.test>", subject="Printer",
                        message_id="<c1@client.test>",
-                       headers={"Reply-To": "it-team@client.test"}))
+                       headers={"Reply-To": "it-team@client.test"}),
+             # A form's Reply-To naming staff does not make staff the requester.
+             make_mail(sender="noreply@evil.test", subject="Form: refund",
+                       message_id="<f2@evil.test>",
+                       headers={"Reply-To": "alice@staff.example.test"}))
     assert cli(config, "run", "--once")[0] == 0
     listed = {t["subject"]: t["requester"] for t in cli_json(config, "tickets", "list")}
-    assert listed == {"Form: VPN": "kim@client.test", "Printer": "carol@client.test"}
+    assert listed == {"Form: VPN": "kim@client.test", "Printer": "carol@client.test",
+                      "Form: refund": "noreply@evil.test"}
     confirmed = sorted(str(m["To"]) for m in _sent(tmp_path)
-                       if m["Auto-Submitted"] and "team@" not in str(m["To"]))
+                       if m["Auto-Submitted"] and "client.test" in str(m["To"]))
     assert confirmed == ["Carol <carol@client.test>", "Kim Customer <kim@client.test>"]

@@ -367,6 +367,13 @@ async def test_a_reply_found_by_its_subject_cannot_add_people_to_the_ticket(
                                  headers={"Authentication-Results":
                                           "mx.example.test; dkim=pass header.d=client.test"}))
     assert "frank@client.test" in {p["address"] for p in desk.show()["participants"]}
+    # Authenticated, but not on the ticket: a genuine From is no right to it.
+    await desk.deliver(make_mail(sender="mallory@evil.test", cc="spy@evil.test",
+                                 subject="Re: Printer is broken", in_reply_to="<orig@client.test>",
+                                 message_id="<mal-1@evil.test>",
+                                 headers={"Authentication-Results":
+                                          "mx.example.test; dkim=pass header.d=evil.test"}))
+    assert "spy@evil.test" not in {p["address"] for p in desk.show()["participants"]}
 
 
 async def test_a_relay_carries_the_whole_chain_of_the_mail_it_answers(
@@ -395,8 +402,12 @@ async def test_a_message_id_reused_by_another_mail_does_not_lose_it(
     copy = make_mail(sender=CAROL, message_id="<orig@client.test>",
                      headers={"Received": "from mx2.client.test by mx.example.test",
                               "Delivered-To": "support-alias@example.test"})
-    [outcome] = await desk.deliver(copy)
-    assert (outcome.status, outcome.detail) == ("ignored", "duplicate_message_id")
+    # And through a list, which adds a footer: the same mail still.
+    listed = make_mail(sender=CAROL, message_id="<orig@client.test>",
+                       body="Hello,\nthe printer on floor 2 is broken.\nCarol\n--\n"
+                            "You received this because you are on it-help@client.test\n")
+    outcomes = await desk.deliver(copy, listed)
+    assert [(o.status, o.detail) for o in outcomes] == [("ignored", "duplicate_message_id")] * 2
     assert desk.sent() == [] and desk.references() == ["HD-000001"]
     # Another sender's mail under that id (a printer, a script): kept.
     other = make_mail(sender="quentin@other.test", subject="Our server is down",
