@@ -269,7 +269,17 @@ class Pipeline:
         session.flush()
         log(logger, logging.WARNING, "message quarantined", message_id=message_id,
             reason=reason, detail=detail[:200])
-        self._tell_team(session, held, mail, message_id, now)
+        try:
+            with session.begin_nested():
+                self._tell_team(session, held, mail, message_id, now)
+        except (OperationalError, DBAPIError) as exc:
+            if is_connection_error(exc):
+                raise
+            logger.exception("quarantine notice failed", extra={"message_id": message_id})
+        except Exception:
+            # A notice is news of the hold, not the hold: a template that
+            # fails must not take the batch down with it.
+            logger.exception("quarantine notice failed", extra={"message_id": message_id})
         return Outcome(item, "quarantined", reason)
 
     def _tell_team(self, session: Session, held: Quarantine, mail: InboundEmail | None,

@@ -129,6 +129,22 @@ def test_the_team_hears_of_held_mail_once_an_hour_and_can_dismiss_it(tmp_path: P
     assert cli(config, "quarantine", "dismiss", str(held[1]["id"]))[0] != 0
 
 
+def test_a_quarantine_notice_that_fails_takes_nothing_else_down(tmp_path: Path) -> None:
+    """A replacement template naming a value the notice has not (there is no
+    ticket): the mail is still held, and the next one processed."""
+    template = tmp_path / "held.txt.j2"
+    template.write_text("Held on {{ reference }}\n")
+    config = write_config(tmp_path, helpdesk={"max_message_size": 1000},
+                          extra=f'[templates]\nquarantine_notice = "{template}"\n')
+    _deliver(tmp_path, make_mail(message_id="<big@client.test>", body="x" * 2000 + "\n"),
+             make_mail(message_id="<fine@client.test>"))
+    code, _, err = cli(config, "run", "--once")
+    assert code == 0, err
+    assert [h["reason"] for h in cli_json(config, "quarantine", "list")] == ["over_max_size"]
+    assert [t["reference"] for t in cli_json(config, "tickets", "list")] == ["HD-000001"]
+    assert not [m for m in _sent(tmp_path) if "quarantine" in str(m["Subject"])]
+
+
 def test_mail_over_max_message_size_is_kept_whole_and_replays_once_the_limit_is_raised(
     tmp_path: Path,
 ) -> None:
