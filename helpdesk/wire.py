@@ -81,6 +81,7 @@ _TYPE_RE = re.compile(f"{_TOKEN}/{_TOKEN}")
 # quote and the backslash (RFC 2045 §5.1 quoted-string, RFC 2183 §2.3).
 _PLAIN_NAME_RE = re.compile(r'[ !#-\[\]-~]{1,200}')
 MAX_NAME = 200
+_NAME_PIECE = 54  # with " filename*99*=utf-8''" within 78 columns
 
 
 def encode_mixed(body: Body, files: Sequence[tuple[str, str, bytes]]) -> Body:
@@ -108,17 +109,34 @@ def attachment_name(name: str) -> str:
 def _file_part(name: str, content_type: str, data: bytes) -> bytes:
     ctype = content_type.lower() if _TYPE_RE.fullmatch(content_type) else (
         "application/octet-stream")
+    if ctype.startswith(("message/", "multipart/")):
+        # RFC 2046 §5.2.1 and §5.1: these may not be base64-encoded; sent as
+        # the bytes they are (the receiver's "save" still gets them whole).
+        ctype = "application/octet-stream"
     name = attachment_name(name)
-    if _PLAIN_NAME_RE.fullmatch(name):
-        type_param, disposition = f'name="{name}"', f'filename="{name}"'
-    else:
-        # RFC 2231 §4: charset''percent-encoded, the form mail clients read.
-        encoded = "utf-8''" + quote(name, safe="")
-        type_param, disposition = f"name*={encoded}", f"filename*={encoded}"
-    head = (f"Content-Type: {ctype};\r\n {type_param}\r\n"
-            f"Content-Disposition: attachment;\r\n {disposition}\r\n"
+    head = (f"Content-Type: {ctype};{_name_param('name', name)}\r\n"
+            f"Content-Disposition: attachment;{_name_param('filename', name)}\r\n"
             "Content-Transfer-Encoding: base64\r\n").encode("ascii")
     return head + _CRLF + encodebytes(data).replace(b"\n", _CRLF)
+
+
+def _name_param(key: str, name: str) -> str:
+    """``key`` set to ``name``, each piece on a folded line of its own: quoted
+    when plain ASCII, else RFC 2231 §4 ``utf-8''`` percent-encoding, in
+    numbered pieces (§3) so that no line passes 78 columns."""
+    if _PLAIN_NAME_RE.fullmatch(name) and len(name) <= _MAX_LINE - len(key) - 5:
+        return f'\r\n {key}="{name}"'
+    pieces: list[str] = []
+    for unit in re.findall(r"%[0-9A-F]{2}|[^%]", quote(name, safe="")):
+        # Cut between %XX escapes, never inside one.
+        if pieces and len(pieces[-1]) + len(unit) <= _NAME_PIECE:
+            pieces[-1] += unit
+        else:
+            pieces.append(unit)
+    if len(pieces) == 1:
+        return f"\r\n {key}*=utf-8''{pieces[0]}"
+    charset = ["utf-8''"] + [""] * (len(pieces) - 1)  # §4.1: named in the first only
+    return ";".join(f"\r\n {key}*{i}*={charset[i]}{piece}" for i, piece in enumerate(pieces))
 
 
 def choose_boundary(avoid: bytes) -> str:

@@ -149,6 +149,8 @@ def test_files_go_in_multipart_mixed_without_reaching_the_headers() -> None:
         file('a"\r\nBcc: victim@evil.test\r\n.pdf', "application/pdf\r\nX-Injected: 1", b"%PDF"),
         file("C:\\Users\\me\\résumé.docx", "application/vnd.openxmlformats", b"PK"),
         file("", "text/plain", b"x" * 200),
+        file("é" * 200, "application/pdf", b"%PDF"),
+        file("forwarded.eml", "message/rfc822", b"From: a@b.test\r\n\r\nhi\r\n"),
     )))
     msg = _parse(out.raw)
     assert msg.get_content_type() == "multipart/mixed"
@@ -161,6 +163,10 @@ def test_files_go_in_multipart_mixed_without_reaching_the_headers() -> None:
         ('a"__Bcc: victim@evil.test__.pdf', "application/octet-stream", b"%PDF"),
         ("résumé.docx", "application/vnd.openxmlformats", b"PK"),
         ("attachment", "text/plain", b"x" * 200),
+        ("é" * 200, "application/pdf", b"%PDF"),  # RFC 2231 §3 pieces
+        # RFC 2046 §5.2.1: a message/* part may not be base64.
+        ("forwarded.eml", "application/octet-stream", b"From: a@b.test\r\n\r\nhi\r\n"),
     ]
-    for line in out.raw.split(b"\r\n"):
-        assert len(line) <= 998  # RFC 5322 §2.1.1
+    # Every line within RFC 5322 §2.1.1's 78 columns: the headers, the
+    # parts' headers, the base64 and the quoted-printable.
+    assert max(len(line) for line in out.raw.split(b"\r\n")) <= 78
