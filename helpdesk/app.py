@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from helpdesk.clock import Clock, SystemClock
 from helpdesk.db import make_engine
 from helpdesk.errors import ConfigError
+from helpdesk.escalation.markers import find_marker
 from helpdesk.escalation.rota import Manager, WorkingHours
 from helpdesk.settings import (
     CATEGORY_NAMES,
@@ -21,6 +22,7 @@ from helpdesk.settings import (
     WEEKDAYS,
     CategorySettings,
     CustomerSettings,
+    ManagerSettings,
     PrioritySettings,
     Settings,
     parse_header_rule,
@@ -50,6 +52,7 @@ class App:
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> App:
         settings = with_secret(settings)
+        build_domain(settings)
         return cls(
             settings=settings,
             engine=make_engine(settings.database),
@@ -71,20 +74,7 @@ class App:
 
     @cached_property
     def managers(self) -> tuple[Manager, ...]:
-        return tuple(
-            Manager(
-                name=m.name,
-                address=m.address,
-                region=m.region,
-                timezone=m.timezone,
-                hours=WorkingHours(
-                    weekdays=frozenset(WEEKDAYS.index(d) for d in m.days),
-                    start=m.start,
-                    end=m.end,
-                ),
-            )
-            for m in self.settings.escalation.managers
-        )
+        return build_managers(self.settings)
 
     @cached_property
     def own_addresses(self) -> frozenset[str]:
@@ -149,7 +139,49 @@ def check(settings: Settings) -> None:
     no file is written, no database is opened. Templates are compiled, so a
     syntax error names its purpose now rather than quarantining mail later."""
     _require_secret(settings)
+    build_domain(settings)
     Templates(dict(settings.templates)).compile_all()
+
+
+def build_domain(settings: Settings) -> None:
+    """Build what the settings describe (the business calendar, the managers'
+    hours, the escalation markers) once, so that a value the settings'
+    own checks let through but the domain refuses is a ConfigError naming
+    its key at start-up, not a ValueError quarantining every mail later."""
+    try:
+        build_policy(settings)
+    except ValueError as exc:
+        # The zone and the bank holidays are checked with the settings:
+        # what is left for the calendar to refuse is the opening hours.
+        raise ConfigError("sla.hours", str(exc)) from None
+    for i, manager in enumerate(settings.escalation.managers):
+        try:
+            build_manager(manager)
+        except ValueError as exc:
+            raise ConfigError(f"escalation.managers[{i}]", str(exc)) from None
+    for i, marker in enumerate(settings.escalation.markers):
+        try:
+            find_marker("", (marker,))
+        except ValueError as exc:
+            raise ConfigError(f"escalation.markers[{i}]", str(exc)) from None
+
+
+def build_managers(settings: Settings) -> tuple[Manager, ...]:
+    return tuple(build_manager(m) for m in settings.escalation.managers)
+
+
+def build_manager(m: ManagerSettings) -> Manager:
+    return Manager(
+        name=m.name,
+        address=m.address,
+        region=m.region,
+        timezone=m.timezone,
+        hours=WorkingHours(
+            weekdays=frozenset(WEEKDAYS.index(d) for d in m.days),
+            start=m.start,
+            end=m.end,
+        ),
+    )
 
 
 def build_priority_rules(p: PrioritySettings) -> PriorityRules:

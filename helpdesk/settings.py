@@ -624,6 +624,16 @@ def validate(s: Settings) -> None:
                               f"country[-subdivision] ({exc})") from None
     if s.sla.default_plan not in ("standard", "enhanced", "enterprise"):
         raise ConfigError("sla.default_plan", "must be standard, enhanced or enterprise")
+    # Mail to our own addresses comes back in and is dropped as our own loop:
+    # staff news sent there would reach nobody.
+    inbound_addresses = {h.support_address.lower(): "helpdesk.support_address",
+                         h.escalation_address.lower(): "helpdesk.escalation_address",
+                         h.effective_note_address.lower(): "helpdesk.note_address"}
+    same = inbound_addresses.get(h.team_address.lower())
+    if same:
+        raise ConfigError("helpdesk.team_address", f"is also {same}: staff notices sent "
+                          "there would come back as our own mail")
+    claimed: dict[str, str] = {}
     for i, c in enumerate(s.customers):
         if c.plan not in ("standard", "enhanced", "enterprise"):
             raise ConfigError(f"customers[{i}].plan", "must be standard, enhanced or enterprise")
@@ -631,6 +641,19 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"customers[{i}].region", "must be APAC, AMER or EMEA")
         if c.team_address:
             _check_address(c.team_address, f"customers[{i}].team_address")
+            if c.team_address.lower() in inbound_addresses:
+                raise ConfigError(f"customers[{i}].team_address",
+                                  "is one of the helpdesk's own addresses")
+        for j, addr in enumerate(c.addresses):
+            _check_address(addr, f"customers[{i}].addresses[{j}]")
+        # The first customer claiming a domain or address would win in
+        # silence; a mail must have one plan.
+        for claim in (*c.addresses, *c.domains):
+            name = claim.lower().lstrip("@")
+            if name in claimed:
+                raise ConfigError(f"customers[{i}]",
+                                  f"{claim!r} is claimed by {claimed[name]} too")
+            claimed[name] = f"customers[{i}]"
     for i, m in enumerate(s.escalation.managers):
         key = f"escalation.managers[{i}]"
         _check_address(m.address, f"{key}.address")

@@ -234,3 +234,33 @@ def test_check_config_warns_of_a_secret_in_the_file(tmp_path: Path) -> None:
     assert code == 0
     assert ("helpdesk: warning: config key 'helpdesk.secret': a secret is written in" in err
             and "HELPDESK_HELPDESK__SECRET" in err and "test-secret" not in err + out)
+
+
+MANAGER = ('[[escalation.managers]]\nname = "Sam"\naddress = "sam@acme.test"\n'
+           'region = "EMEA"\ntimezone = "Europe/London"\n')
+
+
+@pytest.mark.parametrize(("extra", "key", "problem"), [
+    ('[sla.hours]\nmon = ["09:00-12:00", "11:00-17:30"]\n', "sla.hours", "not overlap"),
+    ("[sla.hours]\nmon = []\ntue = []\nwed = []\nthu = []\nfri = []\n", "sla.hours",
+     "must be open"),
+    ('[escalation]\nmarkers = ["[ESCALATE]", " "]\n', "escalation.markers[1]", "blank"),
+    (MANAGER + 'start = "22:00"\nend = "06:00"\n', "escalation.managers[0]", "end after"),
+    (MANAGER + "days = []\n", "escalation.managers[0]", "working day"),
+    ('[helpdesk]\nteam_address = "support@example.test"\n', "helpdesk.team_address",
+     "helpdesk.support_address"),
+    ('[[customers]]\nname = "A"\ndomains = ["a.test"]\n[[customers]]\nname = "B"\n'
+     'domains = ["@A.test"]\n', "customers[1]", "claimed by customers[0]"),
+    ('[[customers]]\nname = "A"\naddresses = ["not an address"]\n',
+     "customers[0].addresses[0]", ""),
+])
+def test_settings_the_daemon_would_trip_over_are_refused_with_their_key(
+    tmp_path: Path, extra: str, key: str, problem: str
+) -> None:
+    """Found when the settings are loaded (check-config, every command), not
+    by the first mail, which the domain's own refusal would quarantine."""
+    from helpdesk.app import check
+
+    with pytest.raises(ConfigError) as err:
+        check(load_settings(_write(tmp_path, extra), {}))
+    assert err.value.key == key and problem in err.value.problem
