@@ -440,7 +440,8 @@ def cmd_outbox(app: App, args: argparse.Namespace) -> int:
         if args.status:
             query = query.where(Outbox.status == args.status)
         items = [
-            {"id": r.id, "status": r.status, "purpose": r.purpose, "to": r.rcpt,
+            {"id": r.id, "status": r.status, "purpose": r.purpose,
+             "to": ", ".join(a for a in r.recipients.split("\n") if a) or r.rcpt,
              "automatic": r.automatic, "attempts": r.attempts, "message_id": r.message_id,
              "last_error": r.last_error, "created_at": _iso(r.created_at),
              "sent_at": _iso(r.sent_at)}

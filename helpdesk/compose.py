@@ -72,6 +72,9 @@ class Draft:
     references: tuple[str, ...] = ()
     envelope_from: str = ""
     attachments: tuple[Attachment, ...] = ()
+    # RFC 3834 §5: "auto-replied" answers a message to its sender;
+    # "auto-generated" is anything else a program sends (notices, reminders).
+    auto_submitted: str = "auto-replied"
 
 
 def one_line(value: str) -> str:
@@ -168,7 +171,7 @@ def _headers(draft: Draft, subject: str) -> list[tuple[str, wire.HeaderValue]]:
     if draft.automatic:
         # RFC 3834 §5: mark automatic responses so well-behaved robots stay quiet;
         # X-Auto-Response-Suppress asks Exchange not to answer us with an OOF.
-        headers.append(("Auto-Submitted", "auto-replied"))
+        headers.append(("Auto-Submitted", draft.auto_submitted))
         headers.append(("X-Auto-Response-Suppress", "All"))
         headers.append(("Precedence", "bulk"))
     headers.append((LOOP_HEADER, _text_header(draft.loop_value)))

@@ -19,6 +19,10 @@ from helpdesk.sla.wording import format_deadline
 from helpdesk.threading.reference import tag_subject
 from helpdesk.threading.tokens import make_message_id, reply_address
 
+# The mail that answers a mail to its sender (RFC 3834 §5 "auto-replied");
+# everything else automatic is "auto-generated".
+REPLIES = frozenset({"confirmation", "escalation_ack", "command_error"})
+
 
 def new_message_id(app: App, reference: str) -> str:
     h = app.settings.helpdesk
@@ -92,6 +96,7 @@ def build(
             message_id=new_message_id(app, ticket.reference),
             date=now,
             automatic=automatic,
+            auto_submitted="auto-replied" if purpose in REPLIES else "auto-generated",
             loop_value=h.loop_value,
             in_reply_to=in_reply_to,
             references=tuple(references),
@@ -117,6 +122,7 @@ def team_notice(app: App, purpose: str, now: datetime, context: Mapping[str, Any
             message_id=f"hd.{purpose.replace('_', '-')}.{uuid.uuid4().hex}@{h.support_domain}",
             date=now,
             automatic=True,
+            auto_submitted="auto-generated",
             loop_value=h.loop_value,
         )
     )

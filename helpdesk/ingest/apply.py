@@ -561,6 +561,14 @@ def _staff_mail(
                                       [f"the client cannot be written to ({exc})"])
     tickets.add_message(session, ticket, direction="inbound", kind="staff_reply", now=now,
                         body=body, mail=mail, inbound_mail_id=inbound_id)
+    if direct:
+        # Whom staff wrote to themselves belongs on the ticket (staff are
+        # verified, so may widen it), as a #cc add would put them.
+        added = tickets.add_participants(
+            app, session, ticket,
+            [a for a in (*mail.to, *mail.cc) if not _is_staff_addr(app, a.addr)], "cc")
+        for addr in added:
+            tickets.add_event(session, ticket, "cc_added", actor, now, address=addr)
     if relay is not None:
         row = outbox.enqueue(session, app.settings.outbound, relay, now, ticket.id)
         _record_outbound(session, ticket, relay, row, now, kind="staff_reply_relay")
@@ -568,7 +576,10 @@ def _staff_mail(
         ticket.first_response_at = now
     if not ticket.assignee:
         ticket.assignee = actor
-    if not explicit_status:
+    if not explicit_status and ticket.status in ("new", "open"):
+        # Waiting for the client now. A follow-up on a resolved or closed
+        # ticket ("the fix is deployed") leaves it so: reopening is a
+        # command's business (#status open), not a side effect.
         tickets.set_status(app, session, ticket, "pending", now, actor)
     tickets.recompute_sla(app, session, ticket, now)
     return Applied("staff_reply_direct" if direct else "staff_reply", ticket.id,
@@ -714,14 +725,17 @@ def _last_client_mail(session: Session, ticket: Ticket) -> tuple[str, tuple[str,
     relay answers: RFC 5322 §3.6.4 has a reply's References be its parent's
     plus the parent, so the client's mail program threads the whole chain."""
     row = session.exec(
-        select(Message.message_id, Message.references)
+        select(Message.message_id, Message.references, Message.in_reply_to)
         .where(Message.ticket_id == ticket.id, Message.direction == "inbound",
                Message.kind == "client")
         .order_by(Message.id.desc())  # type: ignore[union-attr]
     ).first()
     if row is None:
         return "", ()
-    return row[0], tuple(r for r in row[1].split("\n") if r)
+    message_id, references, parent = row
+    chain = tuple(r for r in references.split("\n") if r)
+    # §3.6.4: without References, the parent's id (In-Reply-To) begins the chain.
+    return message_id, chain or tuple(parent.split())
 
 
 def _record_outbound(session: Session, ticket: Ticket, out: Outgoing, outbox_id: int,

@@ -118,7 +118,7 @@ def test_the_team_hears_of_held_mail_once_an_hour_and_can_dismiss_it(tmp_path: P
     assert f"held in quarantine (id {held[0]['id']})" in text
     assert "From:       kim@client.test" in text and "Subject:    Logs attached" in text
     assert f"helpdesk quarantine replay {held[0]['id']}" in text
-    assert notice["Auto-Submitted"] == "auto-replied"
+    assert notice["Auto-Submitted"] == "auto-generated"  # RFC 3834 §5: answers no mail
     # The other two are in no notice of their own: one an hour at most.
     code, _, err = cli(config, "quarantine", "dismiss", str(held[1]["id"]))
     assert code == 0, err
@@ -516,3 +516,15 @@ def test_web_form_mail_is_answered_at_its_reply_to(tmp_path: Path) -> None:
     confirmed = sorted(str(m["To"]) for m in _sent(tmp_path)
                        if m["Auto-Submitted"] and "client.test" in str(m["To"]))
     assert confirmed == ["Carol <carol@client.test>", "Kim Customer <kim@client.test>"]
+
+
+def test_outbox_list_shows_every_recipient(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _deliver(tmp_path, make_mail(cc="bob@client.test", message_id="<m1@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    _deliver(tmp_path, make_mail(sender="Alice <alice@staff.example.test>",
+                                 subject="Re: [HD-000001] Printer is broken",
+                                 body="Fixed.\n", message_id="<a1@staff.example.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    rows = {r["purpose"]: r["to"] for r in cli_json(config, "outbox", "list")}
+    assert rows["reply_relay"] == "carol@client.test, bob@client.test"

@@ -393,6 +393,46 @@ async def test_a_relay_carries_the_whole_chain_of_the_mail_it_answers(
         "<orig@client.test>", f"<{confirmation.message_id}>", "<carol-2@client.test>"]
 
 
+async def test_a_staff_follow_up_leaves_a_resolved_ticket_resolved(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    _, notification = await open_ticket(desk)
+    await desk.deliver(staff_reply(notification, "#status resolved\n\nFixed.\n"))
+    assert desk.show()["status"] == "resolved"
+    desk.sent()
+    await desk.deliver(staff_reply(notification, "The fix is deployed, nothing to do.\n",
+                                   message_id="<alice-2@staff.example.test>"))
+    data = desk.show()
+    assert data["status"] == "resolved"
+    assert only(desk.sent(), "reply_relay").rcpt == ("carol@client.test",)
+
+
+async def test_a_relay_answering_mail_without_references_starts_from_its_parent(
+    make_desk: DeskFactory,
+) -> None:
+    """RFC 5322 §3.6.4: no References, so the parent's id (In-Reply-To)."""
+    desk = make_desk()
+    confirmation, notification = await open_ticket(desk)
+    await desk.deliver(make_mail(
+        sender=CAROL, to=confirmation.reply_to, subject="Re: [HD-000001] Printer is broken",
+        message_id="<carol-2@client.test>", in_reply_to=f"<{confirmation.message_id}>"))
+    desk.sent()
+    await desk.deliver(staff_reply(notification, "On it.\n"))
+    relay = only(desk.sent(), "reply_relay")
+    assert relay.msg["References"].split() == [
+        f"<{confirmation.message_id}>", "<carol-2@client.test>"]
+
+
+async def test_automatic_mail_says_whether_it_answers_a_mail(make_desk: DeskFactory) -> None:
+    """RFC 3834 §5: a confirmation answers its sender ("auto-replied"); a
+    notice to the team answers nobody ("auto-generated")."""
+    desk = make_desk()
+    confirmation, notification = await open_ticket(desk)
+    assert confirmation.msg["Auto-Submitted"] == "auto-replied"
+    assert notification.msg["Auto-Submitted"] == "auto-generated"
+
+
 async def test_a_message_id_reused_by_another_mail_does_not_lose_it(
     make_desk: DeskFactory,
 ) -> None:
@@ -435,6 +475,16 @@ async def test_staff_writing_to_the_client_directly_is_recorded_not_relayed(
         message_id="<alice-direct@staff.example.test>"))
     assert outcome.detail == "staff_reply_direct"
     assert desk.sent() == []
+    # Bob was in copy from the start; nobody else was added.
+    assert {p["address"] for p in desk.show()["participants"]} == {
+        "carol@client.test", "bob@client.test"}
+    await desk.deliver(make_mail(
+        sender=f"Alice <{STAFF}>", to=CAROL, cc="support@example.test, nora@client.test",
+        subject="Re: [HD-000001] Printer is broken", body="Nora will fit it.\n",
+        message_id="<alice-direct2@staff.example.test>"))
+    data = desk.show()
+    assert "nora@client.test" in {p["address"] for p in data["participants"]}
+    assert [e["detail"]["address"] for e in events(data, "cc_added")] == ["nora@client.test"]
     data = desk.show()
     assert data["status"] == "pending" and data["first_response_at"]
     assert data["messages"][-1]["kind"] == "staff_reply"
