@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from helpdesk import held
 from helpdesk.app import App
 from helpdesk.errors import SystemUnwellError
 from helpdesk.ingest.imap import ImapSource
@@ -30,6 +31,10 @@ from helpdesk.settings import FETCH_HEADROOM, InboundSettings
 from helpdesk.sla.tick import SlaTicker, next_due
 
 logger = logging.getLogger(__name__)
+
+# How often held mail nobody was told of is looked for: a notice is late by
+# at most this beyond its hour.
+HELD_INTERVAL = 300.0
 
 
 def make_source(app: App, cfg: InboundSettings) -> Source:
@@ -160,7 +165,7 @@ class Daemon:
             Ingester(app, cfg, on_batch=self.sender.wakeup.set) for cfg in app.settings.inbound
         ]
         self.ticker = SlaTicker(app)
-        self.periodic: list[Callable[[], Awaitable[object]]] = [self.sla_pass]
+        self.periodic: list[Callable[[], Awaitable[object]]] = [self.sla_pass, self.held_pass]
         self.scheduler: AsyncIOScheduler | None = None
 
     async def sla_pass(self) -> int:
@@ -180,6 +185,18 @@ class Daemon:
                 real = datetime.now(UTC) + (upcoming - self.app.clock.now())
                 self.scheduler.add_job(self.sla_pass, "date", run_date=real, id="sla-wakeup",
                                        replace_existing=True, misfire_grace_time=None)
+        return sent
+
+    async def held_pass(self) -> int:
+        """Tell the team of mail held since the last notice, once the hour
+        after it is over (helpdesk.held)."""
+        try:
+            sent = await asyncio.to_thread(held.run_pass, self.app)
+        except Exception:
+            logger.exception("quarantine notice pass failed")
+            return 0
+        if sent:
+            self.sender.wakeup.set()
         return sent
 
     async def once(self) -> list[Outcome]:
@@ -223,6 +240,8 @@ class Daemon:
         self.scheduler.add_job(self.sla_pass, "interval", seconds=self.app.settings.sla.interval,
                                id="sla", next_run_time=datetime.now(UTC), coalesce=True,
                                max_instances=1)
+        self.scheduler.add_job(self.held_pass, "interval", seconds=HELD_INTERVAL, id="held",
+                               coalesce=True, max_instances=1)
         self.scheduler.start()
         await stop.wait()
         self.scheduler.shutdown(wait=False)

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
-from helpdesk import notify, outbox
+from helpdesk import held as held_mail
 from helpdesk.app import App
 from helpdesk.db import is_connection_error, session_scope
 from helpdesk.errors import BadMessageError, SystemUnwellError
@@ -32,7 +32,7 @@ from helpdesk.ingest.parallel import ParsePool
 from helpdesk.ingest.reading import parse_result
 from helpdesk.ingest.source import Fetched
 from helpdesk.logs import log
-from helpdesk.models import InboundMail, InboundRaw, Outbox, Quarantine
+from helpdesk.models import InboundMail, InboundRaw, Quarantine
 from helpdesk.prepared import run
 from helpdesk.rows import connection, insert_id_unless_taken, model_table
 from helpdesk.streamed import insert_streamed
@@ -195,16 +195,16 @@ class Pipeline:
                 raise
         except BadMessageError as exc:
             return self._quarantine(session, item, inbound_id, message_id, exc.reason,
-                                    str(exc), now, mail)
+                                    str(exc), now)
         except (OperationalError, DBAPIError) as exc:
             if is_connection_error(exc):
                 raise
             return self._quarantine(session, item, inbound_id, message_id, "apply_failed",
-                                    repr(exc), now, mail)
+                                    repr(exc), now)
         except Exception as exc:
             logger.exception("message failed", extra={"message_id": message_id})
             return self._quarantine(session, item, inbound_id, message_id, "apply_failed",
-                                    f"{type(exc).__name__}: {exc}", now, mail)
+                                    f"{type(exc).__name__}: {exc}", now)
         status = "ignored" if result.ignored else "done"
         results.append({"row_id": inbound_id, "new_status": status,
                         "new_outcome": result.outcome, "new_ticket_id": result.ticket_id})
@@ -256,8 +256,7 @@ class Pipeline:
         return apply.apply_mail(app, session, mail, inbound_id, classification, now, new_text)
 
     def _quarantine(self, session: Session, item: Fetched, inbound_id: int, message_id: str,
-                    reason: str, detail: str, now: datetime,
-                    mail: InboundEmail | None = None) -> Outcome:
+                    reason: str, detail: str, now: datetime) -> Outcome:
         session.execute(
             update(InboundMail)
             .where(col(InboundMail.id) == inbound_id)
@@ -271,7 +270,7 @@ class Pipeline:
             reason=reason, detail=detail[:200])
         try:
             with session.begin_nested():
-                self._tell_team(session, held, mail, message_id, now)
+                held_mail.tell_team(self.app, session, now)
         except (OperationalError, DBAPIError) as exc:
             if is_connection_error(exc):
                 raise
@@ -281,30 +280,6 @@ class Pipeline:
             # fails must not take the batch down with it.
             logger.exception("quarantine notice failed", extra={"message_id": message_id})
         return Outcome(item, "quarantined", reason)
-
-    def _tell_team(self, session: Session, held: Quarantine, mail: InboundEmail | None,
-                   message_id: str, now: datetime) -> None:
-        """Mail held unseen is mail lost to the team: say so, at most once an
-        hour (a flood of bad mail must not become a flood of notices), with
-        how many more were held in that hour. In the same transaction as the
-        quarantine, so neither happens without the other."""
-        app = self.app
-        hour_ago = now - timedelta(hours=1)
-        if session.exec(orm_select(Outbox.id).where(
-            Outbox.purpose == "quarantine_notice", col(Outbox.created_at) > hour_ago
-        ).limit(1)).first() is not None:
-            return
-        earlier = session.exec(orm_select(func.count()).select_from(Quarantine).where(
-            col(Quarantine.created_at) > hour_ago, Quarantine.id != held.id)).one()
-        notice = notify.team_notice(
-            app, "quarantine_notice", now,
-            {"quarantine_id": held.id, "reason": held.reason, "detail": held.detail[:500],
-             "sender": mail.sender_addr if mail else "", "mail_subject": mail.subject if mail
-             else "", "message_id": message_id, "earlier": earlier},
-            subject=f"Mail held in quarantine: {held.reason}",
-        )
-        outbox.enqueue(session, app.settings.outbound, notice, now, rate_limited=False)
-
 
 def replay(app: App, quarantine_id: int | None) -> list[dict[str, object]]:
     """Process held messages again (one, or all when ``quarantine_id`` is None).
