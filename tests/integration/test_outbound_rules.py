@@ -82,6 +82,14 @@ def test_an_undeliverable_address_can_be_cleared_by_hand(tmp_path: Path) -> None
     assert cli(config, "run", "--once")[0] == 0
     assert [r["address"] for r in cli_json(config, "undeliverable", "list")] == [
         "gone@client.test"]
+    # Automatic mail to it is held back, visibly: the boss escalates, and
+    # the acknowledgement meant for the requester is not sent.
+    _deliver(tmp_path, make_mail(sender="boss@client.test", subject="Re: [HD-000001] [ESCALATE]",
+                                 message_id="<boss-1@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    held = cli_json(config, "outbox", "list", "--status", "suppressed")
+    assert [(r["purpose"], r["to"]) for r in held] == [("escalation_ack", "gone@client.test")]
+    assert "undeliverable" in held[0]["last_error"]
     # The operator, told the mailbox is fixed, clears it by hand.
     code, out, _ = cli(config, "undeliverable", "clear", "Gone@Client.test")
     assert code == 0 and '"cleared": "gone@client.test"' in out
