@@ -143,6 +143,9 @@ class OutboundSettings:
     auto_per_hour: int = 5
     auto_per_day: int = 20
     undeliverable_days: int = 30
+    # Files sent on with a mail, at most (bytes, before base64): common relays
+    # refuse mail above 10 MB (Postfix's message_size_limit default).
+    max_attach_bytes: int = 7_000_000
 
 
 @dataclass(frozen=True)
@@ -601,7 +604,7 @@ def validate(s: Settings) -> None:
     if o.backoff_max < o.backoff_base:
         raise ConfigError("outbound.backoff_max", "must be at least outbound.backoff_base")
     _at_least(o.in_flight, 1, "outbound.in_flight")
-    for name in ("auto_per_hour", "auto_per_day", "undeliverable_days"):
+    for name in ("auto_per_hour", "auto_per_day", "undeliverable_days", "max_attach_bytes"):
         _at_least(getattr(o, name), 0, f"outbound.{name}")
     _positive(s.sla.interval, "sla.interval")
     _at_least(s.sla.late_grace_seconds, 0, "sla.late_grace_seconds")

@@ -9,6 +9,7 @@ the database and records their answers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import getaddresses
@@ -24,7 +25,7 @@ from helpdesk.escalate import escalate
 from helpdesk.escalation.markers import find_marker
 from helpdesk.ingest.autoreply import is_robot_address
 from helpdesk.ingest.classify import Classification, Kind
-from helpdesk.ingest.inbound import Address, InboundEmail
+from helpdesk.ingest.inbound import Address, Attachment, InboundEmail
 from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.logs import log
 from helpdesk.models import Message, Participant, ThreadId, Ticket, Undeliverable
@@ -417,10 +418,12 @@ def _new_ticket(
     else:
         log(logger, logging.INFO, "no confirmation", message_id=mail.message_id,
             ticket=ticket.reference, reason=classification.no_auto_reply_reason)
+    files, left_out = _within_limit(app, mail.attachments)
     staff_mail = notify.build(
         app, ticket, "staff_new_ticket", now, notify.team(app, ticket),
-        context={"body": body, "unverified": unverified, "held_back": held_back},
-        subject=f"{tag_for(ticket)} New: {ticket.subject}", attachments=mail.attachments,
+        context={"body": body, "unverified": unverified, "held_back": held_back,
+                 "left_out": left_out},
+        subject=f"{tag_for(ticket)} New: {ticket.subject}", attachments=files,
     )
     outbox.enqueue(session, cfg, staff_mail, now, ticket.id, rate_limited=False)
     if ticket.category == "billing" and app.settings.helpdesk.billing_address:
@@ -468,11 +471,12 @@ def _client_reply(
     elif ticket.status == "pending":
         # The client answered: the resolution clock runs again.
         tickets.set_status(app, session, ticket, "open", now, actor)
+    files, left_out = _within_limit(app, mail.attachments)
     notice = notify.build(
         app, ticket, "staff_client_reply", now, _staff_recipients(app, ticket),
         context={"body": body, "sender": actor, "unverified": unverified,
-                 "held_back": held_back},
-        subject=f"{tag_for(ticket)} Reply: {ticket.subject}", attachments=mail.attachments,
+                 "held_back": held_back, "left_out": left_out},
+        subject=f"{tag_for(ticket)} Reply: {ticket.subject}", attachments=files,
     )
     outbox.enqueue(session, app.settings.outbound, notice, now, ticket.id, rate_limited=False)
     return Applied("reply", ticket.id, ticket.reference)
@@ -547,12 +551,19 @@ def _staff_mail(
     direct = ticket.requester_addr.lower() in {a.addr.lower() for a in (*mail.to, *mail.cc)}
     relay = None
     if not direct:
+        files, left_out = _within_limit(app, mail.attachments)
+        if left_out:
+            # Sent in part, the answer would not be the one written.
+            return _refuse_staff_mail(app, session, mail, inbound_id, ticket, now, new_text, [
+                f"{f['name']} ({f['size']} bytes) is more than outbound.max_attach_bytes "
+                f"({app.settings.outbound.max_attach_bytes}) lets us send: send a link "
+                "instead" for f in left_out])
         try:
             relay = notify.build(
                 app, ticket, "reply_relay", now, [requester], cc=cc, automatic=False,
                 context={"body": body}, from_name=f"{staff_name} ({h.name})",
                 subject=tag_subject(ticket.subject, ticket.reference, reply=True),
-                in_reply_to=last_client, references=chain, attachments=mail.attachments,
+                in_reply_to=last_client, references=chain, attachments=files,
             )
         except UndeliverableAddressError as exc:
             # Commands above stand; only the relay cannot be made. Said to the
@@ -584,6 +595,23 @@ def _staff_mail(
     tickets.recompute_sla(app, session, ticket, now)
     return Applied("staff_reply_direct" if direct else "staff_reply", ticket.id,
                    ticket.reference)
+
+
+def _within_limit(app: App, files: Sequence[Attachment]) -> tuple[tuple[Attachment, ...],
+                                                                   list[dict[str, object]]]:
+    """The files that fit in outbound.max_attach_bytes, in order, and the
+    rest as name and size: a relay refuses mail above its size limit, and a
+    notice that bounces is news nobody hears."""
+    room = app.settings.outbound.max_attach_bytes
+    sent: list[Attachment] = []
+    left: list[dict[str, object]] = []
+    for file in files:
+        if file.size <= room:
+            sent.append(file)
+            room -= file.size
+        else:
+            left.append({"name": file.filename or "(no name)", "size": file.size})
+    return tuple(sent), left
 
 
 def _refuse_staff_mail(app: App, session: Session, mail: InboundEmail, inbound_id: int,

@@ -547,3 +547,31 @@ def test_outbox_list_shows_every_recipient(tmp_path: Path) -> None:
     assert cli(config, "run", "--once")[0] == 0
     rows = {r["purpose"]: r["to"] for r in cli_json(config, "outbox", "list")}
     assert rows["reply_relay"] == "carol@client.test, bob@client.test"
+
+
+def test_files_above_the_sending_limit_are_listed_not_attached(tmp_path: Path) -> None:
+    """A relay refuses mail above its size limit: a notice carrying too much
+    would bounce, and a staff answer sent without some of its files would not
+    be the answer written."""
+    config = write_config(tmp_path, outbound={"kind": "maildir", "path": str(tmp_path / "sent"),
+                                              "max_attach_bytes": 5000})
+    small, big = b"s" * 3000, b"b" * 4000
+    _deliver(tmp_path, _with_files(make_mail(message_id="<m1@client.test>"),
+                                   ("small.log", "text/plain", small),
+                                   ("big.log", "text/plain", big)))
+    assert cli(config, "run", "--once")[0] == 0
+    [notice] = [m for m in _sent(tmp_path) if "team@example.test" in str(m["To"])]
+    assert _files(notice) == [("small.log", small)]
+    text = notice.get_body().get_content()  # type: ignore[union-attr]
+    assert "Not attached here" in text and "big.log (4000 bytes)" in text
+    _deliver(tmp_path, _with_files(
+        make_mail(sender="Alice <alice@staff.example.test>",
+                  subject="Re: [HD-000001] Printer is broken", body="Both logs back.\n",
+                  message_id="<a1@staff.example.test>"),
+        ("one.log", "text/plain", small), ("two.log", "text/plain", big)))
+    assert cli(config, "run", "--once")[0] == 0
+    mails = _sent(tmp_path)
+    assert not [m for m in mails if "carol" in str(m["To"]) and "logs back" in str(m)]
+    [refusal] = [m for m in mails if "Not relayed" in str(m["Subject"])]
+    assert "two.log (4000 bytes) is more than outbound.max_attach_bytes (5000)" in (
+        refusal.get_body().get_content())  # type: ignore[union-attr]
