@@ -1,8 +1,9 @@
 """SLA figures for a set of tickets at one instant, and their plain-table form. Pure code.
 
 Each ticket's two clocks are replayed with :func:`compute_sla` from its
-history, exactly as the SLA pass does, so the report and the warning and
-breach mails can never disagree. The tickets table alone would not do: once a
+history, exactly as the SLA pass does, and a breach whose mail went out
+counts as one whatever the replay at today's priority finds, so the report
+and the warning and breach mails never disagree. The tickets table alone would not do: once a
 target is met or paused its deadline column is cleared, so whether it was met
 on time is only known by replaying.
 
@@ -40,6 +41,7 @@ from helpdesk.sla.deadlines import (
     ClockState,
     Phase,
     SlaState,
+    Target,
     TicketClock,
     compute_sla,
     is_breached,
@@ -103,15 +105,23 @@ class SlaReport:
     skipped: tuple[str, ...] = ()  # references of tickets whose stored data makes no sense
 
 
-def judge_ticket(ticket: TicketClock, policy: SlaPolicy, now: datetime) -> TicketResult:
-    """Where one ticket stands on both targets at ``now``."""
+def judge_ticket(ticket: TicketClock, policy: SlaPolicy, now: datetime,
+                 breaches_told: frozenset[Target] = frozenset()) -> TicketResult:
+    """Where one ticket stands on both targets at ``now``.
+
+    ``breaches_told``: the targets whose breach mail went out. A breach told
+    stays a breach, though the clocks, replayed at a priority lowered since,
+    would now find the target met: the report must not unsay the mail.
+    """
     state = compute_sla(ticket, policy)
-    return TicketResult(
-        priority=ticket.priority,
-        plan=ticket.plan,
-        first_response=_first_response(state, now),
-        resolution=_resolution(state.resolution, now),
-    )
+    first = _first_response(state, now)
+    resolution = _resolution(state.resolution, now)
+    if Target.FIRST_RESPONSE in breaches_told:
+        first = TargetResult(Standing.BREACHED, first.took)
+    if Target.RESOLUTION in breaches_told:
+        resolution = TargetResult(Standing.BREACHED, resolution.took)
+    return TicketResult(priority=ticket.priority, plan=ticket.plan,
+                        first_response=first, resolution=resolution)
 
 
 def _first_response(state: SlaState, now: datetime) -> TargetResult:
@@ -148,15 +158,19 @@ def build_report(
     *,
     since: datetime | None = None,
     skipped: Sequence[str] = (),
+    breaches_told: Sequence[frozenset[Target]] = (),
 ) -> SlaReport:
     """Figures per priority, per plan and in total for ``tickets`` at ``now``.
 
     ``since`` is only recorded for display: choosing the tickets (those opened
-    since then) is the caller's query.
+    since then) is the caller's query. ``breaches_told`` goes with
+    ``tickets``, one set for each (see :func:`judge_ticket`).
     """
     if now.utcoffset() is None or (since is not None and since.utcoffset() is None):
         raise ValueError("build_report needs aware datetimes")
-    results = [judge_ticket(t, policy, now) for t in tickets]
+    told = list(breaches_told)
+    results = [judge_ticket(t, policy, now, told[i] if i < len(told) else frozenset())
+               for i, t in enumerate(tickets)]
     return SlaReport(
         now=now,
         since=since,

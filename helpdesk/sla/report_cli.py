@@ -56,7 +56,8 @@ def cmd_sla(app: App, args: argparse.Namespace) -> int:
     since = start_of_day(args.since, tz) if args.since is not None else None
     with Session(app.engine) as session:
         rows = load_report_rows(session, since)
-    report = build_report(rows.tickets, now, app.policy, since=since, skipped=rows.skipped)
+    report = build_report(rows.tickets, now, app.policy, since=since, skipped=rows.skipped,
+                          breaches_told=rows.breaches_told)
     if args.json:
         print(json.dumps(report_json(report), indent=2))
     else:

@@ -1,7 +1,8 @@
 """Read what the SLA report needs from the database (I/O shell).
 
-Two queries whatever the number of tickets: the tickets opened since a time,
-and their status events; the clocks are then replayed by the pure report.
+Three queries whatever the number of tickets: the tickets opened since a
+time, their status events and the breach mails sent for them; the clocks are
+then replayed by the pure report.
 """
 
 from __future__ import annotations
@@ -15,18 +16,22 @@ from datetime import datetime
 from sqlmodel import Session, select
 
 from helpdesk.logs import log
-from helpdesk.models import Event, Ticket
-from helpdesk.sla.deadlines import TicketClock
+from helpdesk.models import Event, Notice, Ticket
+from helpdesk.sla.deadlines import Target, TicketClock
+from helpdesk.sla.notices import NoticeKind
 from helpdesk.sla.policy import Plan, Priority
 from helpdesk.tickets import status_changes
 
 logger = logging.getLogger(__name__)
+
+TARGETS = frozenset(t.value for t in Target)
 
 
 @dataclass(frozen=True)
 class ReportRows:
     tickets: tuple[TicketClock, ...]
     skipped: tuple[str, ...]  # references whose priority or plan this version does not know
+    breaches_told: tuple[frozenset[Target], ...] = ()  # one for each of ``tickets``
 
 
 def load_report_rows(session: Session, since: datetime | None = None) -> ReportRows:
@@ -39,15 +44,26 @@ def load_report_rows(session: Session, since: datetime | None = None) -> ReportR
         .where(Event.kind == "status")
         .order_by(Event.created_at, Event.id)  # type: ignore[arg-type]
     )
+    told_query = (
+        select(Notice.ticket_id, Notice.target)
+        .join(Ticket, Ticket.id == Notice.ticket_id)  # type: ignore[arg-type]
+        .where(Notice.kind == NoticeKind.BREACH.value)
+    )
     if since is not None:
         query = query.where(Ticket.created_at >= since)
         events = events.where(Ticket.created_at >= since)
+        told_query = told_query.where(Ticket.created_at >= since)
+    told: defaultdict[int, set[Target]] = defaultdict(set)
+    for told_id, target in session.exec(told_query).all():
+        if target in TARGETS:
+            told[told_id].add(Target(target))
     history: defaultdict[int, list[tuple[datetime, str]]] = defaultdict(list)
     for ticket_id, at, detail in session.exec(events).all():
         new = json.loads(detail or "{}").get("new")
         if ticket_id is not None and isinstance(new, str):
             history[ticket_id].append((at, new))
     clocks: list[TicketClock] = []
+    breaches: list[frozenset[Target]] = []
     skipped: list[str] = []
     for ticket in session.exec(query):
         assert ticket.id is not None
@@ -59,9 +75,10 @@ def load_report_rows(session: Session, since: datetime | None = None) -> ReportR
                 status_changes=status_changes(history.get(ticket.id, ()), ticket.created_at),
                 first_public_reply_at=ticket.first_response_at,
             ))
+            breaches.append(frozenset(told.get(ticket.id, ())))
         except ValueError as exc:
             # One odd row must not hide the figures of all the others; it is named instead.
             log(logger, logging.WARNING, "ticket left out of the SLA report",
                 ticket=ticket.reference, error=str(exc))
             skipped.append(ticket.reference)
-    return ReportRows(tuple(clocks), tuple(skipped))
+    return ReportRows(tuple(clocks), tuple(skipped), tuple(breaches))

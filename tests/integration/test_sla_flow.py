@@ -654,6 +654,23 @@ def test_sla_report_end_to_end(make_desk: DeskFactory) -> None:
 
 
 
+def test_a_breach_told_stays_in_the_report_after_the_priority_is_lowered(
+    make_desk: DeskFactory,
+) -> None:
+    """Replayed at Low, the first response (4 h, not yet run out) would now
+    count as on track; but the breach mail went out at Critical's hour."""
+    desk: Desk = make_desk(start=at(23, 10))
+    desk.deliver(client_mail(message_id="<c1@client.test>"))  # Critical: 1 h to answer
+    [breach] = sla_mail(desk.step(at(23, 11, 5)))
+    assert breach.subject.startswith("[HD-000001] SLA BREACH: first response")
+    desk.clock.set(at(23, 11, 10))
+    desk.deliver(staff_mail("#priority low\n", message_id="<s1@staff.test>"))
+    assert desk.ticket().priority == "low"
+    data = json.loads(sla_report(desk.app, "--json"))
+    assert data["total"]["first_response"]["breached"] == 1
+    assert data["by_priority"][3]["first_response"]["breached"] == 1  # counted where it is now
+
+
 def test_no_escalation_reminder_for_a_ticket_resolved_meanwhile(make_desk: DeskFactory) -> None:
     """An escalation's review is due an hour after it (11:00 here); a ticket
     resolved before then, by any means, needs nobody reminded."""
