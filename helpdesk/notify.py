@@ -40,6 +40,14 @@ def deadline_text(app: App, due: datetime | None, now: datetime) -> str:
     return format_deadline(due, now, app.settings.helpdesk.timezone)
 
 
+def target_text(app: App, due: datetime | None, now: datetime) -> str:
+    """A target as a mail about the ticket states it: its deadline, or, once
+    that has passed (a priority raised, an escalation), that it is overdue,
+    not a promise already broken."""
+    text = deadline_text(app, due, now)
+    return f"overdue (it was due {text})" if due is not None and due <= now else text
+
+
 def base_context(app: App, ticket: Ticket, now: datetime) -> dict[str, Any]:
     h = app.settings.helpdesk
     return {
@@ -56,8 +64,8 @@ def base_context(app: App, ticket: Ticket, now: datetime) -> dict[str, Any]:
         "requester": ticket.requester_addr,
         "requester_name": ticket.requester_name,
         "assignee": ticket.assignee,
-        "first_response_due": deadline_text(app, ticket.first_response_due, now),
-        "resolution_due": deadline_text(app, ticket.resolution_due, now),
+        "first_response_due": target_text(app, ticket.first_response_due, now),
+        "resolution_due": target_text(app, ticket.resolution_due, now),
         "mentions": ticket.mentions,
         "linked_to": ticket.linked_to,
     }

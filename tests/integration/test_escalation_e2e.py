@@ -295,6 +295,9 @@ async def test_repeat_escalation_inside_the_window_sends_nothing(
     assert mail_purposes(sent) == [*NOTICES, "staff_client_reply"]
     assert only(sent, "escalation_briefing").rcpt == (AMER[1],)
     assert "level 2" in only(sent, "escalation_briefing").subject
+    # Critical's hour from 10:00 is long past: the client is not promised it.
+    assert "First response:  overdue (it was due by 11:00 GMT today)" in only(
+        sent, "escalation_ack").text
 
 
 async def test_missed_acknowledgement_reminds_manager_and_next_on_duty_once(
