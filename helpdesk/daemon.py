@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from helpdesk import held
+from helpdesk import closing, held
 from helpdesk.app import App
 from helpdesk.errors import SystemUnwellError
 from helpdesk.ingest.imap import ImapSource
@@ -32,9 +32,9 @@ from helpdesk.sla.tick import SlaTicker, next_due
 
 logger = logging.getLogger(__name__)
 
-# How often held mail nobody was told of is looked for: a notice is late by
-# at most this beyond its hour.
-HELD_INTERVAL = 300.0
+# How often held mail nobody was told of, and tickets long resolved, are
+# looked for: a quarantine notice is late by at most this beyond its hour.
+HOUSEKEEPING_INTERVAL = 300.0
 
 
 def make_source(app: App, cfg: InboundSettings) -> Source:
@@ -165,7 +165,8 @@ class Daemon:
             Ingester(app, cfg, on_batch=self.sender.wakeup.set) for cfg in app.settings.inbound
         ]
         self.ticker = SlaTicker(app)
-        self.periodic: list[Callable[[], Awaitable[object]]] = [self.sla_pass, self.held_pass]
+        self.periodic: list[Callable[[], Awaitable[object]]] = [self.sla_pass,
+                                                                    self.housekeeping]
         self.scheduler: AsyncIOScheduler | None = None
 
     async def sla_pass(self) -> int:
@@ -187,14 +188,16 @@ class Daemon:
                                        replace_existing=True, misfire_grace_time=None)
         return sent
 
-    async def held_pass(self) -> int:
+    async def housekeeping(self) -> int:
         """Tell the team of mail held since the last notice, once the hour
-        after it is over (helpdesk.held)."""
-        try:
-            sent = await asyncio.to_thread(held.run_pass, self.app)
-        except Exception:
-            logger.exception("quarantine notice pass failed")
-            return 0
+        after it is over (helpdesk.held), and close tickets long resolved
+        (helpdesk.closing). Each failing alone is logged, not fatal."""
+        sent = 0
+        for job in (held.run_pass, closing.run_pass):
+            try:
+                sent += await asyncio.to_thread(job, self.app)
+            except Exception:
+                logger.exception("housekeeping failed", extra={"job": job.__module__})
         if sent:
             self.sender.wakeup.set()
         return sent
@@ -240,8 +243,8 @@ class Daemon:
         self.scheduler.add_job(self.sla_pass, "interval", seconds=self.app.settings.sla.interval,
                                id="sla", next_run_time=datetime.now(UTC), coalesce=True,
                                max_instances=1)
-        self.scheduler.add_job(self.held_pass, "interval", seconds=HELD_INTERVAL, id="held",
-                               coalesce=True, max_instances=1)
+        self.scheduler.add_job(self.housekeeping, "interval", seconds=HOUSEKEEPING_INTERVAL,
+                               id="housekeeping", coalesce=True, max_instances=1)
         self.scheduler.start()
         await stop.wait()
         self.scheduler.shutdown(wait=False)

@@ -60,6 +60,7 @@ class HelpdeskSettings:
     max_message_size: int = 25 * 1024 * 1024
     parse_workers: int = 1  # processes parsing batches beside the storing one; 0: none
     reopen_window_days: int = 30
+    close_resolved_after_days: int = 7  # 0: resolved tickets stay resolved
     log_format: str = "kv"  # kv | json
     log_level: str = "INFO"
 
@@ -565,6 +566,7 @@ def validate(s: Settings) -> None:
     if h.log_level.upper() not in LOG_LEVELS:
         raise ConfigError("helpdesk.log_level", f"must be one of {', '.join(LOG_LEVELS)}")
     _at_least(h.reopen_window_days, 0, "helpdesk.reopen_window_days")
+    _at_least(h.close_resolved_after_days, 0, "helpdesk.close_resolved_after_days")
     if not s.database.url.startswith(("sqlite:", "postgresql")):
         raise ConfigError("database.url", "must be a sqlite:/// or postgresql+psycopg:// URL")
     if not s.inbound:

@@ -575,3 +575,33 @@ def test_files_above_the_sending_limit_are_listed_not_attached(tmp_path: Path) -
     [refusal] = [m for m in mails if "Not relayed" in str(m["Subject"])]
     assert "two.log (4000 bytes) is more than outbound.max_attach_bytes (5000)" in (
         refusal.get_body().get_content())  # type: ignore[union-attr]
+
+
+def test_resolved_tickets_close_after_a_quiet_week(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Left resolved, a reply years later would reopen the ticket; closed, a
+    reply after the reopen window opens a new one linked to it."""
+    config = write_config(tmp_path)
+    _deliver(tmp_path, make_mail(message_id="<m1@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    _deliver(tmp_path, make_mail(sender="Alice <alice@staff.example.test>",
+                                 subject="Re: [HD-000001] Printer is broken",
+                                 body="#status resolved\n\nFixed.\n",
+                                 message_id="<a1@staff.example.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    day = 86_400
+    monkeypatch.setenv("HELPDESK_CLOCK_OFFSET_SECONDS", str(6 * day))
+    assert cli(config, "run", "--once")[0] == 0
+    assert cli_json(config, "tickets", "show", "HD-000001")["status"] == "resolved"
+    monkeypatch.setenv("HELPDESK_CLOCK_OFFSET_SECONDS", str(8 * day))
+    assert cli(config, "run", "--once")[0] == 0
+    shown = cli_json(config, "tickets", "show", "HD-000001")
+    assert shown["status"] == "closed"
+    assert [(e["actor"], e["detail"]) for e in shown["events"] if e["kind"] == "status"][-1] == (
+        "helpdesk", {"old": "resolved", "new": "closed"})
+    monkeypatch.setenv("HELPDESK_CLOCK_OFFSET_SECONDS", str(40 * day))
+    _deliver(tmp_path, make_mail(subject="Re: [HD-000001] Printer is broken",
+                                 body="It is broken again.\n", message_id="<m2@client.test>"))
+    assert cli(config, "run", "--once")[0] == 0
+    assert cli_json(config, "tickets", "show", "HD-000002")["linked_to"] == "HD-000001"
