@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Connection, bindparam, case, func, update
 from sqlalchemy import select as core_select
@@ -103,6 +104,11 @@ def row(outgoing: Outgoing, now: datetime, ticket_id: int | None, status: str = 
     }
 
 
+class Queued(NamedTuple):
+    id: int
+    held_back: str  # why it is suppressed, or ""
+
+
 def enqueue(
     session: Session,
     cfg: OutboundSettings,
@@ -110,26 +116,14 @@ def enqueue(
     now: datetime,
     ticket_id: int | None = None,
     rate_limited: bool = True,
-) -> int:
+) -> Queued:
     """Add ``outgoing`` to the outbox in the caller's transaction.
 
     Automatic mail to outside recipients (``rate_limited``) is subject to the
     per-recipient limits and the undeliverable list; beyond them the row is
     kept as ``suppressed`` so the decision is visible, and nothing is sent.
-    Returns the row's id.
+    Returns the row's id, and why the mail is held back ("" if it is not).
     """
-    return enqueue_checked(session, cfg, outgoing, now, ticket_id, rate_limited)[0]
-
-
-def enqueue_checked(
-    session: Session,
-    cfg: OutboundSettings,
-    outgoing: Outgoing,
-    now: datetime,
-    ticket_id: int | None = None,
-    rate_limited: bool = True,
-) -> tuple[int, str]:
-    """:func:`enqueue`, also returning why the mail is held back ("" if it is not)."""
     status, error = "queued", ""
     if outgoing.automatic and rate_limited:
         reason = suppression_reason(session, cfg, outgoing.rcpt, now)
@@ -143,7 +137,7 @@ def enqueue_checked(
         from helpdesk.tickets import remember_ids
 
         remember_ids(session, ticket_id, outgoing.message_id, fresh=True)
-    return row_id, error
+    return Queued(row_id, error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -413,7 +413,7 @@ def _new_ticket(
                               reason=str(exc))
             held_back = str(exc)
         else:
-            row, held_back = outbox.enqueue_checked(session, cfg, confirmation, now, ticket.id)
+            row, held_back = outbox.enqueue(session, cfg, confirmation, now, ticket.id)
             _record_outbound(session, ticket, confirmation, row, now)
     else:
         log(logger, logging.INFO, "no confirmation", message_id=mail.message_id,
@@ -581,7 +581,7 @@ def _staff_mail(
         for addr in added:
             tickets.add_event(session, ticket, "cc_added", actor, now, address=addr)
     if relay is not None:
-        row = outbox.enqueue(session, app.settings.outbound, relay, now, ticket.id)
+        row = outbox.enqueue(session, app.settings.outbound, relay, now, ticket.id).id
         _record_outbound(session, ticket, relay, row, now, kind="staff_reply_relay")
     if ticket.first_response_at is None:
         ticket.first_response_at = now
