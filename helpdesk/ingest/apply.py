@@ -453,18 +453,18 @@ def _client_reply(
                         mail=mail, inbound_mail_id=inbound_id, subject=subject)
     actor = mail.sender_addr
     offered = [*mail.cc, *mail.to]
-    held_back: list[str] = []
+    not_added: list[str] = []
     if _may_add_people(app, session, mail, resolution, ticket):
         tickets.add_participants(app, session, ticket, offered, "cc")
     else:
         assert ticket.id is not None
         known = tickets.addresses(session, ticket.id)
-        held_back = sorted({a.addr.lower() for a in offered if a.addr
+        not_added = sorted({a.addr.lower() for a in offered if a.addr
                             and a.addr.lower() not in known
                             and not app.is_own_address(a.addr.lower())})
-        if held_back:
+        if not_added:
             tickets.add_event(session, ticket, "cc_not_added", actor, now,
-                              addresses=held_back, matched_by=resolution.matched_by)
+                              addresses=not_added, matched_by=resolution.matched_by)
     if resolution.reopen or ticket.status in ("resolved", "closed"):
         tickets.add_event(session, ticket, "reopened", actor, now)
         tickets.set_status(app, session, ticket, "open", now, actor)
@@ -475,7 +475,7 @@ def _client_reply(
     notice = notify.build(
         app, ticket, "staff_client_reply", now, _staff_recipients(app, ticket),
         context={"body": body, "sender": actor, "unverified": unverified,
-                 "held_back": held_back, "left_out": left_out},
+                 "not_added": not_added, "left_out": left_out},
         subject=f"{tag_for(ticket)} Reply: {ticket.subject}", attachments=files,
     )
     outbox.enqueue(session, app.settings.outbound, notice, now, ticket.id, rate_limited=False)
