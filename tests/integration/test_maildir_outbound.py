@@ -37,7 +37,7 @@ def _queue(app: App, count: int) -> list[int]:
                 purpose="reply", automatic=False, envelope_from="support@example.test",
                 recipients=(f"c{i}@client.test",), message_id=f"<o{i}@example.test>",
                 subject="s", text="t", raw=f"Subject: {i}\r\n\r\nbody\r\n".encode(),
-            ), app.clock.now())
+            ), app.clock.now()).id
             for i in range(count)
         ]
 
