@@ -24,29 +24,39 @@ from helpdesk.models import InboundMail, InboundRaw, Outbox, Quarantine
 
 NOTICE_GAP = timedelta(hours=1)
 MAX_LISTED = 20
+MAX_CLAIMED = 5_000  # a flood's holds beyond this are in the next notice
 PURPOSE = "quarantine_notice"
 _HEADER_BYTES = 65_536  # a hold is described by its header block alone
 
 
 def tell_team(app: App, session: Session, now: datetime) -> bool:
     """Queue a notice of the holds not yet told of, unless one went out
-    within the hour; True when one was queued."""
+    within the hour; True when one was queued.
+
+    The holds are claimed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite
+    writes one transaction at a time) and marked told in this transaction:
+    two daemons never list one hold twice, and a hold committed after a
+    notice was made is in the next.
+    """
     last = session.exec(select(func.max(Outbox.created_at)).where(Outbox.purpose == PURPOSE)
                         ).one()
     if last is not None and now - last < NOTICE_GAP:
         return False
-    waiting = select(Quarantine, InboundMail).join(
-        InboundMail, col(InboundMail.id) == Quarantine.inbound_mail_id
-    ).where(Quarantine.status == "held")
-    counted = select(func.count()).select_from(Quarantine).where(Quarantine.status == "held")
-    if last is not None:
-        waiting = waiting.where(col(Quarantine.created_at) > last)
-        counted = counted.where(col(Quarantine.created_at) > last)
-    count = session.exec(counted).one()
-    if not count:
+    rows = session.exec(
+        select(Quarantine, InboundMail)
+        .join(InboundMail, col(InboundMail.id) == Quarantine.inbound_mail_id)
+        .where(Quarantine.status == "held", col(Quarantine.notified_at).is_(None))
+        .order_by(col(Quarantine.id))
+        .limit(MAX_CLAIMED)
+        .with_for_update(skip_locked=True, of=Quarantine)
+    ).all()
+    if not rows:
         return False
-    rows = session.exec(waiting.order_by(col(Quarantine.id)).limit(MAX_LISTED)).all()
-    holds = [_described(session, q, m) for q, m in rows]
+    holds = [_described(session, q, m) for q, m in rows[:MAX_LISTED]]
+    for q, _ in rows:
+        q.notified_at = now
+        session.add(q)
+    count = len(rows)
     notice = notify.team_notice(
         app, PURPOSE, now, {"holds": holds, "count": count, "more": count - len(holds)},
         subject=(f"Mail held in quarantine: {holds[0]['reason']}" if count == 1

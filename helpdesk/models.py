@@ -261,6 +261,7 @@ class Quarantine(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
     replayed_at: datetime | None = _ts()
     status: str = Field(default="held", max_length=16)  # held | replayed | dismissed
+    notified_at: datetime | None = _ts()  # when a notice told the team of it (helpdesk.held)
 
 
 class Notice(SQLModel, table=True):
