@@ -31,12 +31,18 @@ def run_pass(app: App) -> int:
     if not days:
         return 0
     now = app.clock.now()
+    cutoff = now - timedelta(days=days)
     with session_scope(app.engine) as session:
+        # Quiet: resolved, and nothing written on it since (a staff
+        # follow-up leaves it resolved). Claimed with FOR UPDATE SKIP LOCKED
+        # on PostgreSQL, so that a ticket a reply is reopening right now is
+        # not closed over it, nor closed by two daemons at once.
         quiet = session.exec(
             select(Ticket)
-            .where(Ticket.status == "resolved",
-                   col(Ticket.resolved_at) < now - timedelta(days=days))
+            .where(Ticket.status == "resolved", col(Ticket.resolved_at) < cutoff,
+                   col(Ticket.updated_at) < cutoff)
             .order_by(col(Ticket.id)).limit(BATCH)
+            .with_for_update(skip_locked=True)
         ).all()
         for ticket in quiet:
             tickets.set_status(app, session, ticket, "closed", now, ACTOR)

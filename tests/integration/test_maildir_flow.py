@@ -592,15 +592,23 @@ def test_resolved_tickets_close_after_a_quiet_week(
     assert cli(config, "run", "--once")[0] == 0
     day = 86_400
     monkeypatch.setenv("HELPDESK_CLOCK_OFFSET_SECONDS", str(6 * day))
+    # A staff follow-up leaves it resolved, and the quiet week starts again.
+    _deliver(tmp_path, make_mail(sender="Alice <alice@staff.example.test>",
+                                 subject="Re: [HD-000001] Printer is broken",
+                                 body="The new drum is fitted too.\n",
+                                 message_id="<a2@staff.example.test>"))
     assert cli(config, "run", "--once")[0] == 0
     assert cli_json(config, "tickets", "show", "HD-000001")["status"] == "resolved"
     monkeypatch.setenv("HELPDESK_CLOCK_OFFSET_SECONDS", str(8 * day))
+    assert cli(config, "run", "--once")[0] == 0
+    assert cli_json(config, "tickets", "show", "HD-000001")["status"] == "resolved"
+    monkeypatch.setenv("HELPDESK_CLOCK_OFFSET_SECONDS", str(14 * day))
     assert cli(config, "run", "--once")[0] == 0
     shown = cli_json(config, "tickets", "show", "HD-000001")
     assert shown["status"] == "closed"
     assert [(e["actor"], e["detail"]) for e in shown["events"] if e["kind"] == "status"][-1] == (
         "helpdesk", {"old": "resolved", "new": "closed"})
-    monkeypatch.setenv("HELPDESK_CLOCK_OFFSET_SECONDS", str(40 * day))
+    monkeypatch.setenv("HELPDESK_CLOCK_OFFSET_SECONDS", str(46 * day))
     _deliver(tmp_path, make_mail(subject="Re: [HD-000001] Printer is broken",
                                  body="It is broken again.\n", message_id="<m2@client.test>"))
     assert cli(config, "run", "--once")[0] == 0
