@@ -9,6 +9,7 @@ the database and records their answers.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -21,14 +22,23 @@ from sqlmodel import Session, select
 from helpdesk import notify, outbox, tickets
 from helpdesk.app import App
 from helpdesk.compose import Outgoing, UndeliverableAddressError
+from helpdesk.errors import BadMessageError
 from helpdesk.escalate import escalate
 from helpdesk.escalation.markers import find_marker
 from helpdesk.ingest.autoreply import is_robot_address
 from helpdesk.ingest.classify import Classification, Kind
 from helpdesk.ingest.inbound import Address, Attachment, InboundEmail
+from helpdesk.ingest.parse import parse_email
 from helpdesk.ingest.quotes import extract_new_text
 from helpdesk.logs import log
-from helpdesk.models import Message, Participant, ThreadId, Ticket, Undeliverable
+from helpdesk.models import (
+    InboundRaw,
+    Message,
+    Participant,
+    ThreadId,
+    Ticket,
+    Undeliverable,
+)
 from helpdesk.prepared import run
 from helpdesk.rows import connection, model_table
 from helpdesk.sla.classify import classify_mail
@@ -51,6 +61,8 @@ from helpdesk.threading.tokens import parse_message_id
 
 logger = logging.getLogger(__name__)
 
+# A list's tags before a subject ("[it-help] "), which its copies carry.
+_LIST_TAGS_RE = re.compile(r"^(?:\s*\[[^\]]{0,100}\])+")
 # How far into an escalation mail's text a quoted reference is looked for.
 BODY_REFERENCE_CHARS = 4000
 
@@ -58,7 +70,7 @@ BODY_REFERENCE_CHARS = 4000
 _MESSAGES = model_table(Message)
 _THREAD_IDS = model_table(ThreadId)
 _TICKETS = model_table(Ticket)
-_SEEN = core_select(_MESSAGES.c.from_addr).where(
+_SEEN = core_select(_MESSAGES.c.from_addr, _MESSAGES.c.inbound_mail_id).where(
     _MESSAGES.c.message_id == bindparam("mid"), _MESSAGES.c.direction == "inbound"
 ).limit(1)
 # The reference as a subquery, not a join: the PostgreSQL form below is
@@ -116,15 +128,15 @@ def apply_mail(
         mail = _form_sender(app, mail)
     reused = False
     if mail.message_id:
-        earlier = _earlier_sender(session, mail.message_id)
+        earlier = _earlier_with_id(session, mail.message_id)
         if earlier is not None:
-            if earlier == mail.sender_addr:
+            if _is_copy(session, earlier, mail):
                 # The same mail delivered twice (To and Cc both reach
                 # support; a copy through a list, which adds a footer).
                 return Applied("duplicate_message_id", ignored=True)
             # RFC 5322 §3.6.4 makes the id unique, but printers and scripts
-            # reuse theirs: another sender's mail under it is kept, threaded
-            # without it, and leaves the earlier one's place in its thread alone.
+            # reuse theirs: another mail under it is kept, threaded without
+            # it, and leaves the earlier one's place in its thread alone.
             log(logger, logging.WARNING, "message id reused by another mail",
                 message_id=mail.message_id, sender=mail.sender_addr)
             mail = replace(mail, message_id="")
@@ -325,10 +337,34 @@ def _chain_refs(session: Session, candidates: list[str]) -> dict[str, str]:
     return {str(mid): str(ref) for mid, ref in found}
 
 
-def _earlier_sender(session: Session, message_id: str) -> str | None:
-    """The sender of a mail stored on a ticket under ``message_id``, if any."""
+def _earlier_with_id(session: Session, message_id: str) -> tuple[str, int | None] | None:
+    """(sender, inbound row) of a mail stored on a ticket under ``message_id``."""
     found = run(connection(session), _SEEN, {"mid": message_id})
-    return str(found[0][0]) if found else None
+    return (str(found[0][0]), found[0][1]) if found else None
+
+
+def _is_copy(session: Session, earlier: tuple[str, int | None], mail: InboundEmail) -> bool:
+    """Whether ``mail`` is the earlier one again: the same sender, and the
+    same text but for what a list or a relay added at its end (a footer, a
+    disclaimer). Copies differ in trace fields, so bytes cannot tell; a
+    monitor reusing its one id for each alert sends other text. Asked only
+    when an id repeats: the earlier mail is read again from its stored bytes."""
+    sender, inbound_id = earlier
+    if sender != mail.sender_addr:
+        return False
+    stored = session.get(InboundRaw, inbound_id) if inbound_id is not None else None
+    if stored is None:
+        return True  # nothing to compare with: as before, the id decides
+    try:
+        first = parse_email(stored.raw)
+    except BadMessageError:
+        return True
+    if _LIST_TAGS_RE.sub("", first.subject).strip() != _LIST_TAGS_RE.sub("", mail.subject).strip():
+        return False
+    was, now = " ".join(first.text.split()), " ".join(mail.text.split())
+    if not was or not now:
+        return was == now
+    return now.startswith(was) or was.startswith(now)
 
 
 def _is_staff(app: App, mail: InboundEmail) -> bool:

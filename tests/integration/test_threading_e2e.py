@@ -433,6 +433,7 @@ async def test_a_message_id_reused_by_another_mail_does_not_lose_it(
                               "Delivered-To": "support-alias@example.test"})
     # And through a list, which adds a footer: the same mail still.
     listed = make_mail(sender=CAROL, message_id="<orig@client.test>",
+                       subject="[it-help] Printer is broken",
                        body="Hello,\nthe printer on floor 2 is broken.\nCarol\n--\n"
                             "You received this because you are on it-help@client.test\n")
     outcomes = await desk.deliver(copy, listed)
@@ -445,6 +446,14 @@ async def test_a_message_id_reused_by_another_mail_does_not_lose_it(
     assert (outcome.status, outcome.reference) == ("done", "HD-000002")
     assert events(desk.show("HD-000002"), "message_id_reused")
     assert {s.purpose for s in desk.sent()} == {"confirmation", "staff_new_ticket"}
+    # A monitor reusing its one id for every alert: each alert is kept.
+    alerts = [make_mail(sender="monitor@client.test", subject=subject, body=body,
+                        message_id="<alert@monitor.client.test>")
+              for subject, body in (("Disk full", "/var is full.\n"),
+                                    ("Production outage", "The site is down.\n"))]
+    outcomes = await desk.deliver(*alerts)
+    assert [(o.status, o.reference) for o in outcomes] == [
+        ("done", "HD-000003"), ("done", "HD-000004")]
     # Carol's own mail by that id still leads to her ticket.
     await desk.deliver(make_mail(sender=CAROL, subject="more", message_id="<c2@client.test>",
                                  in_reply_to="<orig@client.test>"))
