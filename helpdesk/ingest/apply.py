@@ -559,11 +559,23 @@ def _staff_mail(
         for c in parsed.commands
         if c.verb == "assign" and c.value != "me" and not _is_staff_addr(app, c.value.lower())
     )]
+    to_note = any(a.addr == h.effective_note_address.lower() for a in mail.recipients)
+    # Written to the client directly, support in copy: the client has it, and
+    # a relay would send it twice, and to people its writer left out.
+    direct = ticket.requester_addr.lower() in {a.addr.lower() for a in (*mail.to, *mail.cc)}
+    relaying = not (parsed.is_note or to_note or internal or direct) and bool(
+        parsed.remaining_text.strip())
+    files, left_out = _within_limit(app, mail.attachments)
+    if relaying and left_out:
+        # Sent in part, the answer would not be the one written; and none of
+        # it is done (its commands too), as with a command that is wrong.
+        errors.extend(f"{f['name']} ({f['size']} bytes) is more than "
+                      f"outbound.max_attach_bytes ({app.settings.outbound.max_attach_bytes}) "
+                      "lets us send: send a link instead" for f in left_out)
     if errors:
         return _refuse_staff_mail(app, session, mail, inbound_id, ticket, now, new_text, errors)
     # Any verified staff action counts as acknowledging an escalation.
     ticket.escalation_ack_due = None
-    to_note = any(a.addr == h.effective_note_address.lower() for a in mail.recipients)
     explicit_status = _apply_commands(app, session, ticket, parsed.commands, actor, now)
     body = parsed.remaining_text
     if parsed.is_note or to_note or internal:
@@ -582,18 +594,8 @@ def _staff_mail(
                and not is_staff_address(p.addr, h.staff))
     last_client, chain = _last_client_mail(session, ticket)
     staff_name = (mail.from_.name if mail.from_ and mail.from_.name else actor.split("@")[0])
-    # Written to the client directly, support in copy: the client has it, and
-    # a relay would send it twice, and to people its writer left out.
-    direct = ticket.requester_addr.lower() in {a.addr.lower() for a in (*mail.to, *mail.cc)}
     relay = None
     if not direct:
-        files, left_out = _within_limit(app, mail.attachments)
-        if left_out:
-            # Sent in part, the answer would not be the one written.
-            return _refuse_staff_mail(app, session, mail, inbound_id, ticket, now, new_text, [
-                f"{f['name']} ({f['size']} bytes) is more than outbound.max_attach_bytes "
-                f"({app.settings.outbound.max_attach_bytes}) lets us send: send a link "
-                "instead" for f in left_out])
         try:
             relay = notify.build(
                 app, ticket, "reply_relay", now, [requester], cc=cc, automatic=False,

@@ -566,7 +566,8 @@ def test_files_above_the_sending_limit_are_listed_not_attached(tmp_path: Path) -
     assert "Not attached here" in text and "big.log (4000 bytes)" in text
     _deliver(tmp_path, _with_files(
         make_mail(sender="Alice <alice@staff.example.test>",
-                  subject="Re: [HD-000001] Printer is broken", body="Both logs back.\n",
+                  subject="Re: [HD-000001] Printer is broken",
+                  body="#status resolved\n\nBoth logs back.\n",
                   message_id="<a1@staff.example.test>"),
         ("one.log", "text/plain", small), ("two.log", "text/plain", big)))
     assert cli(config, "run", "--once")[0] == 0
@@ -575,6 +576,8 @@ def test_files_above_the_sending_limit_are_listed_not_attached(tmp_path: Path) -
     [refusal] = [m for m in mails if "Not relayed" in str(m["Subject"])]
     assert "two.log (4000 bytes) is more than outbound.max_attach_bytes (5000)" in (
         refusal.get_body().get_content())  # type: ignore[union-attr]
+    # None of it was done: the ticket is not resolved without its answer.
+    assert cli_json(config, "tickets", "show", "HD-000001")["status"] != "resolved"
 
 
 def test_resolved_tickets_close_after_a_quiet_week(
