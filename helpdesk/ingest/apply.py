@@ -613,11 +613,8 @@ def _staff_mail(
     if direct:
         # Whom staff wrote to themselves belongs on the ticket (staff are
         # verified, so may widen it), as a #cc add would put them.
-        added = tickets.add_participants(
-            app, session, ticket,
-            [a for a in (*mail.to, *mail.cc) if not _is_staff_addr(app, a.addr)], "cc")
-        for addr in added:
-            tickets.add_event(session, ticket, "cc_added", actor, now, address=addr)
+        _add_cc(app, session, ticket,
+                [a for a in (*mail.to, *mail.cc) if not _is_staff_addr(app, a.addr)], actor, now)
     if relay is not None:
         row = outbox.enqueue(session, app.settings.outbound, relay, now, ticket.id).id
         _record_outbound(session, ticket, relay, row, now, kind="staff_reply_relay")
@@ -764,9 +761,7 @@ def _apply_commands(
             ticket.assignee = assignee
             session.add(ticket)
         elif command.verb == "cc_add":
-            added = tickets.add_participants(app, session, ticket, [Address(command.value)], "cc")
-            if added:
-                tickets.add_event(session, ticket, "cc_added", actor, now, address=command.value)
+            _add_cc(app, session, ticket, [Address(command.value)], actor, now)
         elif command.verb == "cc_remove" and tickets.remove_participant(
             session, ticket, command.value
         ):
@@ -775,6 +770,13 @@ def _apply_commands(
 
 
 # -- helpers ------------------------------------------------------------------
+
+def _add_cc(app: App, session: Session, ticket: Ticket, people: Sequence[Address], actor: str,
+            now: datetime) -> None:
+    """Put ``people`` on the ticket in copy, each newcomer in its history."""
+    for addr in tickets.add_participants(app, session, ticket, people, "cc"):
+        tickets.add_event(session, ticket, "cc_added", actor, now, address=addr)
+
 
 def tag_for(ticket: Ticket) -> str:
     return f"[{ticket.reference}]"
