@@ -86,6 +86,15 @@ class UndeliverableAddressError(ValueError):
     """An address we cannot put in a header or an SMTP envelope."""
 
 
+def is_deliverable(addr: Address) -> bool:
+    """Whether ``addr`` can be put in a header and an envelope."""
+    try:
+        _header_address(addr)
+    except UndeliverableAddressError:
+        return False
+    return True
+
+
 def _header_address(addr: Address) -> str:
     """``Name <addr>`` with the name RFC 2047-encoded when it is not ASCII."""
     local, _, domain = addr.addr.rpartition("@")

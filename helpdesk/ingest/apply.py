@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from helpdesk import notify, outbox, tickets
 from helpdesk.app import App
-from helpdesk.compose import Outgoing, UndeliverableAddressError
+from helpdesk.compose import Outgoing, UndeliverableAddressError, is_deliverable
 from helpdesk.errors import BadMessageError
 from helpdesk.escalate import escalate
 from helpdesk.escalation.markers import find_marker
@@ -589,9 +589,13 @@ def _staff_mail(
     assert ticket.id is not None
     people = tickets.participants(session, ticket.id)
     requester = Address(ticket.requester_addr, ticket.requester_name)
-    cc = tuple(Address(p.addr, p.name) for p in people.values()
-               if p.role == "cc" and p.addr != ticket.requester_addr
-               and not is_staff_address(p.addr, h.staff))
+    copied = [Address(p.addr, p.name) for p in people.values()
+              if p.role == "cc" and p.addr != ticket.requester_addr
+              and not is_staff_address(p.addr, h.staff)]
+    # One address in copy we cannot write to (an IDN one, say: SMTPUTF8 is
+    # not assumed) must not stop the answer reaching the client.
+    cc = tuple(a for a in copied if is_deliverable(a))
+    skipped = [a.addr for a in copied if a not in cc]
     last_client, chain = _last_client_mail(session, ticket)
     staff_name = (mail.from_.name if mail.from_ and mail.from_.name else actor.split("@")[0])
     relay = None
@@ -618,6 +622,9 @@ def _staff_mail(
     if relay is not None:
         row = outbox.enqueue(session, app.settings.outbound, relay, now, ticket.id).id
         _record_outbound(session, ticket, relay, row, now, kind="staff_reply_relay")
+        if skipped:
+            tickets.add_event(session, ticket, "cc_not_written_to", actor, now,
+                              addresses=skipped)
     if ticket.first_response_at is None:
         ticket.first_response_at = now
     if not ticket.assignee:

@@ -314,6 +314,21 @@ async def test_mail_with_no_sender_is_a_ticket_whose_replies_are_returned(
     assert "the client cannot be written to" in refusal.text
 
 
+async def test_someone_in_copy_who_cannot_be_written_to_does_not_stop_the_answer(
+    make_desk: DeskFactory,
+) -> None:
+    desk = make_desk()
+    raw = make_mail(sender=CAROL, cc="idn@placeholder.test", message_id="<orig@client.test>")
+    # RFC 6532: UTF-8 straight in the header, as an SMTPUTF8 relay delivers it.
+    await desk.deliver(raw.replace(b"idn@placeholder.test", "jörg@bäckerei.example".encode()))
+    notification = only(desk.sent(), "staff_new_ticket")
+    assert "jörg@bäckerei.example" in {p["address"] for p in desk.show()["participants"]}
+    await desk.deliver(staff_reply(notification, "On it.\n"))
+    assert only(desk.sent(), "reply_relay").rcpt == ("carol@client.test",)
+    [skipped] = events(desk.show(), "cc_not_written_to")
+    assert skipped["detail"] == {"addresses": ["jörg@bäckerei.example"]}
+
+
 async def test_staff_reply_to_a_client_that_cannot_be_written_to_is_returned(
     make_desk: DeskFactory,
 ) -> None:
