@@ -200,9 +200,13 @@ def _dispatch(
         result = _staff_mail(app, session, mail, inbound_id, ticket, now, body,
                              internal=trigger == "address")
     elif ticket is not None:
-        result = _client_reply(app, session, mail, inbound_id, ticket, resolution, now, subject,
-                               body=body,
-                               unverified=unverified)
+        if trigger:
+            # Escalated first, so that the staff's notice of this reply shows
+            # the priority and deadlines the escalation gave.
+            escalate(app, session, ticket, mail, trigger=trigger, allowed=True, staff=False,
+                     body=body, now=now, send_client_ack=True)
+        return _client_reply(app, session, mail, inbound_id, ticket, resolution, now, subject,
+                             body=body, unverified=unverified)
     else:
         # A stranger naming someone else's ticket in an escalation ("[HD-1]
         # [ESCALATE]", or HD-1 in mail to the escalation address) is not let
@@ -214,8 +218,8 @@ def _dispatch(
     if trigger:
         # Staff escalating a ticket themselves is internal: the client did not
         # ask, so is not told "we have received your escalation".
-        escalate(app, session, ticket, mail, trigger=trigger, allowed=not staff, staff=staff,
-                 body=body, now=now, send_client_ack=not staff)
+        escalate(app, session, ticket, mail, trigger=trigger, allowed=False, staff=True,
+                 body=body, now=now, send_client_ack=False)
     return result
 
 

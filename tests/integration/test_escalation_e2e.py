@@ -142,6 +142,8 @@ async def test_marker_on_a_reply_escalates_the_ticket(make_desk: DeskFactory) ->
     notice = only(sent, "escalation_notice")
     assert notice.rcpt == ("team@example.test",)
     assert AMER[1] in notice.text
+    # The notice of the reply itself shows the ticket as the escalation left it.
+    assert "Priority: High." in only(sent, "staff_client_reply").text
 
 
 async def test_marker_on_a_new_mail_opens_an_escalated_ticket(make_desk: DeskFactory) -> None:
