@@ -39,7 +39,7 @@ from helpdesk.sla.classify import (
     PriorityRules,
 )
 from helpdesk.sla.policy import Priority, SlaPolicy, default_policy
-from helpdesk.templates import Templates
+from helpdesk.templates import SHARED_NAMES, Templates
 
 
 @dataclass
@@ -140,7 +140,7 @@ def check(settings: Settings) -> None:
     syntax error names its purpose now rather than quarantining mail later."""
     _require_secret(settings)
     build_domain(settings)
-    Templates(dict(settings.templates)).compile_all()
+    Templates(dict(settings.templates)).compile_all(SHARED_NAMES)
 
 
 def build_domain(settings: Settings) -> None:

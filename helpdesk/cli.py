@@ -42,6 +42,7 @@ from helpdesk.settings import (
     secret_warnings,
 )
 from helpdesk.sla import report_cli
+from helpdesk.templates import SHARED_NAMES
 from helpdesk.tickets import STATUSES as TICKET_STATUSES
 from helpdesk.wire import attachment_name
 
@@ -180,7 +181,7 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
 
     # A template that does not compile would quarantine every mail that
     # needs it: refuse to start (ConfigError, exit 78), before any migration.
-    app.templates.compile_all()
+    app.templates.compile_all(SHARED_NAMES)
     _ready(app)
     daemon = Daemon(app)
     if args.once:

@@ -18,6 +18,7 @@ from jinja2 import (
     StrictUndefined,
     Template,
     TemplateError,
+    meta,
     select_autoescape,
 )
 
@@ -40,6 +41,19 @@ PURPOSES = (
     "command_error",
     "quarantine_notice",
 )
+
+
+# What every mail about a ticket is given (helpdesk.notify.base_context;
+# a test holds the two equal); a notice about no ticket has the name alone.
+TICKET_NAMES = frozenset({
+    "helpdesk_name", "support_address", "escalation_address", "reference", "subject",
+    "priority", "priority_source", "category", "plan", "status", "requester",
+    "requester_name", "assignee", "first_response_due", "resolution_due", "mentions",
+    "linked_to",
+})
+TEAM_NOTICES = frozenset({"quarantine_notice"})
+SHARED_NAMES = {p: frozenset({"helpdesk_name"}) if p in TEAM_NOTICES else TICKET_NAMES
+                for p in PURPOSES}
 
 
 @dataclass(frozen=True)
@@ -82,10 +96,15 @@ class Templates:
         return Rendered(text=text.render(**context) if text else "",
                         html=html.render(**context) if html else "")
 
-    def compile_all(self) -> None:
+    def compile_all(self, shared: Mapping[str, frozenset[str]] | None = None) -> None:
         """Load and compile every purpose's templates; a syntax error or a
         file that cannot be read as UTF-8 is a ConfigError naming the
-        purpose. (An include is only looked up when a mail is rendered.)"""
+        purpose. (An include is only looked up when a mail is rendered.)
+
+        ``shared``: for a purpose, the names its mail is always given beside
+        those its built-in template uses. A replacement template naming any
+        other is refused now: rendered strictly, it would fail every mail of
+        its purpose, and those mails' ingest with them."""
         for purpose in PURPOSES:
             for ext in ("txt", "html"):
                 try:
@@ -93,6 +112,30 @@ class Templates:
                 except (TemplateError, OSError, UnicodeDecodeError) as exc:
                     where = f"templates.{purpose}" if purpose in self._overrides else "templates"
                     raise ConfigError(where, f"{purpose}.{ext}: {exc}") from None
+            if shared is not None and purpose in self._overrides:
+                known = shared.get(purpose, frozenset()) | self._names(purpose, built_in=True)
+                unknown = sorted(self._names(purpose, built_in=False) - known)
+                if unknown:
+                    raise ConfigError(f"templates.{purpose}",
+                                      f"names {', '.join(unknown)}, which a {purpose} mail "
+                                      f"is not given; it may use {', '.join(sorted(known))}")
+
+    def _names(self, purpose: str, *, built_in: bool) -> frozenset[str]:
+        """The names the templates of ``purpose`` take from their context."""
+        names: set[str] = set()
+        for ext in ("txt", "html"):
+            env = self._text_env if ext == "txt" else self._html_env
+            if built_in or purpose not in self._overrides:
+                path = self._dir / f"{purpose}.{ext}.j2"
+            else:
+                override = Path(self._overrides[purpose])
+                path = override if ext == "txt" else Path(str(override).replace(".txt.", ".html."))
+                if ext == "html" and path == override:
+                    continue
+            if path.is_file():
+                parsed = env.parse(path.read_text(encoding="utf-8"))
+                names |= meta.find_undeclared_variables(parsed) - set(env.globals)
+        return frozenset(names)
 
     def _template(self, purpose: str, ext: str) -> Template | None:
         """The compiled template, or None for an html part that does not exist.

@@ -149,10 +149,10 @@ def test_the_team_hears_of_held_mail_once_an_hour_and_can_dismiss_it(
 
 
 def test_a_quarantine_notice_that_fails_takes_nothing_else_down(tmp_path: Path) -> None:
-    """A replacement template naming a value the notice has not (there is no
-    ticket): the mail is still held, and the next one processed."""
+    """A replacement template that fails as it renders (a sixth hold where
+    there is one): the mail is still held, and the next one processed."""
     template = tmp_path / "held.txt.j2"
-    template.write_text("Held on {{ reference }}\n")
+    template.write_text("Held: {{ holds[5].id }}\n")
     config = write_config(tmp_path, helpdesk={"max_message_size": 1000},
                           extra=f'[templates]\nquarantine_notice = "{template}"\n')
     _deliver(tmp_path, make_mail(message_id="<big@client.test>", body="x" * 2000 + "\n"),
@@ -299,6 +299,27 @@ def test_check_config_refuses_what_the_daemon_would_refuse(tmp_path: Path) -> No
     code, _, err = cli(config, "run", "--once")
     assert code == 78 and "templates.confirmation" in err
     assert len(list((tmp_path / "mail" / "new").iterdir())) == 1
+
+
+def test_a_replacement_template_naming_what_its_mail_is_not_given_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Rendered strictly, it would fail every confirmation, and with it the
+    ingest of every new mail: refused at start, naming the key."""
+    wrong = tmp_path / "confirmation.txt.j2"
+    wrong.write_text("Ticket {{ reference }}: see {{ ticket_url }}\n")
+    config = write_config(tmp_path, extra=f'\n[templates]\nconfirmation = "{wrong}"\n')
+    for command in (("check-config",), ("run", "--once")):
+        code, _, err = cli(config, *command)
+        assert code == 78 and "templates.confirmation" in err and "ticket_url" in err
+    # Any name every ticket mail is given will do, used by the built-in one or not.
+    wrong.write_text("Ticket {{ reference }} on the {{ plan }} plan, {{ first_response_due }}\n")
+    assert cli(config, "check-config")[0] == 0
+    template = tmp_path / "held.txt.j2"
+    template.write_text("Held: {{ reference }}\n")  # a notice about no ticket
+    config = write_config(tmp_path, extra=f'\n[templates]\nquarantine_notice = "{template}"\n')
+    code, _, err = cli(config, "check-config")
+    assert code == 78 and "templates.quarantine_notice" in err and "reference" in err
 
 
 def test_check_config_masks_secrets(tmp_path: Path) -> None:

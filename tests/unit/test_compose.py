@@ -3,6 +3,7 @@ from __future__ import annotations
 import email
 from datetime import UTC, datetime
 from email.policy import default
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,19 @@ def test_files_go_in_multipart_mixed_without_reaching_the_headers() -> None:
     # Every line within RFC 5322 §2.1.1's 78 columns: the headers, the
     # parts' headers, the base64 and the quoted-printable.
     assert max(len(line) for line in out.raw.split(b"\r\n")) <= 78
+
+
+def test_every_ticket_mail_is_given_the_names_templates_are_checked_against(
+    tmp_path: Path,
+) -> None:
+    from helpdesk.models import Ticket
+    from helpdesk.notify import base_context
+    from helpdesk.templates import TICKET_NAMES
+    from tests.support.config import make_app, write_config
+
+    app = make_app(write_config(tmp_path))
+    ticket = Ticket(reference="HD-000001", subject="s", priority="medium", plan="standard",
+                    status="new", requester_addr="c@client.test", created_at=NOW,
+                    updated_at=NOW)
+    assert set(base_context(app, ticket, NOW)) == TICKET_NAMES
+    app.dispose()
