@@ -396,14 +396,16 @@ def test_quarantined_message_can_be_replayed(tmp_path: Path) -> None:
     maildir.mkdir(parents=True)
     (maildir / "1.eml").write_bytes(make_mail(message_id="<replay@client.test>"))
     # A template the administrator broke makes processing fail: quarantine.
+    # (One naming a value it is not given is refused at start; this one
+    # fails only as it renders.)
     broken = tmp_path / "broken.txt.j2"
-    broken.write_text("{{ no_such_variable }}\n")
+    broken.write_text("{{ reference.no_such_attribute }}\n")
     bad = write_config(tmp_path, extra=f'\n[templates]\nconfirmation = "{broken}"\n')
     assert cli(bad, "run", "--once")[0] == 0
     held = cli_json(bad, "quarantine", "list")
     assert [h["reason"] for h in held] == ["apply_failed"]
     code, out, _ = cli(bad, "quarantine", "show", str(held[0]["id"]))
-    assert code == 0 and "no_such_variable" in out and "replay@client.test" in out
+    assert code == 0 and "no_such_attribute" in out and "replay@client.test" in out
     # Fixed: replay stores it, once.
     good = write_config(tmp_path)
     code, out, err = cli(good, "quarantine", "replay", "--all")

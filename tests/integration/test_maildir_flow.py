@@ -370,7 +370,7 @@ def test_a_mail_failing_after_its_ticket_was_made_fails_alone(tmp_path: Path) ->
     template = tmp_path / "confirm.txt.j2"
     # Fails only while rendering the confirmation for "boom", after the
     # ticket row, its participants and its first event were written.
-    template.write_text('{% if "boom" in subject %}{{ no_such_variable }}{% endif %}'
+    template.write_text('{% if "boom" in subject %}{{ subject.no_such_attribute }}{% endif %}'
                         "Your reference is {{ reference }}.\n")
     config = write_config(tmp_path, extra=f'\n[templates]\nconfirmation = "{template}"\n')
     subjects = ["first fine", "boom one", "second fine", "boom two", "third fine"]

@@ -111,8 +111,10 @@ def test_quarantined_large_message_replays(db_url: str, tmp_path: Path) -> None:
     large = _with_attachment(payload, "held@client.test")
     _deliver(tmp_path, large)
     # A template the administrator broke makes processing fail: quarantine.
+    # (One naming a value it is not given is refused at start; this one
+    # fails only as it renders.)
     broken = tmp_path / "broken.txt.j2"
-    broken.write_text("{{ no_such_variable }}\n")
+    broken.write_text("{{ reference.no_such_attribute }}\n")
     bad = write_config(tmp_path, db_url=db_url,
                        extra=f'\n[templates]\nconfirmation = "{broken}"\n')
     assert cli(bad, "run", "--once")[0] == 0
