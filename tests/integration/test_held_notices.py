@@ -46,8 +46,10 @@ def _notices(app: App) -> int:
         return len(session.exec(select(Outbox).where(Outbox.purpose == held.PURPOSE)).all())
 
 
-def test_two_daemons_passing_at_once_tell_of_a_hold_once(tmp_path: Path, pg_url: str) -> None:
-    app = _app(tmp_path, pg_url)
+def _one_told_one_waiting(tmp_path: Path, url: str) -> tuple[App, ManualClock]:
+    """Two holds ten minutes apart, the second left for the next notice; the
+    clock two hours on, when that notice is due."""
+    app = _app(tmp_path, url)
     clock = app.clock
     assert isinstance(clock, ManualClock)
     _hold(app, 1)  # told at once
@@ -55,6 +57,11 @@ def test_two_daemons_passing_at_once_tell_of_a_hold_once(tmp_path: Path, pg_url:
     _hold(app, 2)  # within the hour: waits
     assert _notices(app) == 1
     clock.advance(timedelta(hours=2))
+    return app, clock
+
+
+def test_two_daemons_passing_at_once_tell_of_a_hold_once(tmp_path: Path, pg_url: str) -> None:
+    app, clock = _one_told_one_waiting(tmp_path, pg_url)
     with session_scope(app.engine) as first:
         assert held.tell_team(app, first, clock.now())
         # The other daemon, before the first commits: the hold is claimed.
@@ -68,13 +75,7 @@ def test_two_daemons_passing_at_once_tell_of_a_hold_once(tmp_path: Path, pg_url:
 
 def test_a_hold_committed_after_a_notice_is_in_the_next(tmp_path: Path, pg_url: str) -> None:
     """Its created_at is before the notice's; it is still told of, later."""
-    app = _app(tmp_path, pg_url)
-    clock = app.clock
-    assert isinstance(clock, ManualClock)
-    _hold(app, 1)  # told at once
-    clock.advance(timedelta(minutes=10))
-    _hold(app, 2)  # within the hour: waits
-    clock.advance(timedelta(hours=2))
+    app, clock = _one_told_one_waiting(tmp_path, pg_url)
     late = Session(app.engine)
     try:
         # A hold made now, its transaction still open ...
