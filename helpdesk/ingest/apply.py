@@ -494,11 +494,11 @@ def _client_reply(
     actor = mail.sender_addr
     offered = [*mail.cc, *mail.to]
     not_added: list[str] = []
-    if _may_add_people(app, session, mail, resolution, ticket):
-        tickets.add_participants(app, session, ticket, offered, "cc")
+    assert ticket.id is not None
+    known = tickets.addresses(session, ticket.id)
+    if _may_add_people(app, mail, resolution, ticket, known):
+        tickets.add_participants(app, session, ticket, offered, "cc", existing=known)
     else:
-        assert ticket.id is not None
-        known = tickets.addresses(session, ticket.id)
         not_added = sorted({a.addr.lower() for a in offered if a.addr
                             and a.addr.lower() not in known
                             and not app.is_own_address(a.addr.lower())})
@@ -522,8 +522,8 @@ def _client_reply(
     return Applied("reply", ticket.id, ticket.reference)
 
 
-def _may_add_people(app: App, session: Session, mail: InboundEmail, resolution: Resolution,
-                    ticket: Ticket) -> bool:
+def _may_add_people(app: App, mail: InboundEmail, resolution: Resolution, ticket: Ticket,
+                    on_ticket: set[str]) -> bool:
     """Whether a reply may put its To and Cc on the ticket. Everyone on it
     receives the staff's answers, so only mail that answers ours (a signed
     reply address or Message-ID), or from someone on it whose sender our
@@ -536,8 +536,7 @@ def _may_add_people(app: App, session: Session, mail: InboundEmail, resolution: 
         return True
     # An authenticated From is genuine, which says nothing of whether its
     # sender belongs on this ticket: they must be on it already.
-    assert ticket.id is not None
-    return (mail.sender_addr in tickets.addresses(session, ticket.id)
+    return (mail.sender_addr in on_ticket
             and verify_sender(mail, h.authserv_id, h.trust_staff_from).verified)
 
 
