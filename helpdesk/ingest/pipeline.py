@@ -262,20 +262,19 @@ class Pipeline:
             .where(col(InboundMail.id) == inbound_id)
             .values(status="quarantined", outcome=reason[:32], error=detail[:4000])
         )
-        held = Quarantine(inbound_mail_id=inbound_id, reason=reason[:64],
-                          detail=detail[:4000], created_at=now)
-        session.add(held)
+        session.add(Quarantine(inbound_mail_id=inbound_id, reason=reason[:64],
+                               detail=detail[:4000], created_at=now))
+        # Written before the notice's savepoint, so that taking the notice
+        # back never takes the hold with it.
         session.flush()
         log(logger, logging.WARNING, "message quarantined", message_id=message_id,
             reason=reason, detail=detail[:200])
         try:
             with session.begin_nested():
                 held_mail.tell_team(self.app, session, now)
-        except (OperationalError, DBAPIError) as exc:
-            if is_connection_error(exc):
+        except Exception as exc:
+            if isinstance(exc, DBAPIError) and is_connection_error(exc):
                 raise
-            logger.exception("quarantine notice failed", extra={"message_id": message_id})
-        except Exception:
             # A notice is news of the hold, not the hold: a template that
             # fails must not take the batch down with it.
             logger.exception("quarantine notice failed", extra={"message_id": message_id})
