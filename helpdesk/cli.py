@@ -67,8 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"helpdesk: configuration error: {exc}", file=sys.stderr)
             return EX_CONFIG
-        for warning in secret_warnings(settings):
-            print(f"helpdesk: warning: {warning}", file=sys.stderr)
+        _warn_of_secrets(settings)
         print(json.dumps(masked(settings), indent=2, default=str))
         return EX_OK
     try:
@@ -192,10 +191,14 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
         print(json.dumps({"processed": len(outcomes), **counts}))
         return EX_OK
     _print_banner(app.settings)
-    for warning in secret_warnings(app.settings):
-        print(f"helpdesk: warning: {warning}", file=sys.stderr)
+    _warn_of_secrets(app.settings)
     asyncio.run(daemon.run())
     return EX_OK
+
+
+def _warn_of_secrets(s: Settings) -> None:
+    for warning in secret_warnings(s):
+        print(f"helpdesk: warning: {warning}", file=sys.stderr)
 
 
 def _print_banner(s: Settings) -> None:
