@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from helpdesk.clock import Clock, SystemClock
 from helpdesk.db import make_engine
 from helpdesk.errors import ConfigError
-from helpdesk.escalation.markers import find_marker
+from helpdesk.escalation.markers import check_marker
 from helpdesk.escalation.rota import Manager, WorkingHours
 from helpdesk.settings import (
     CATEGORY_NAMES,
@@ -161,7 +161,7 @@ def build_domain(settings: Settings) -> None:
             raise ConfigError(f"escalation.managers[{i}]", str(exc)) from None
     for i, marker in enumerate(settings.escalation.markers):
         try:
-            find_marker("", (marker,))
+            check_marker(marker)
         except ValueError as exc:
             raise ConfigError(f"escalation.markers[{i}]", str(exc)) from None
 

@@ -134,6 +134,11 @@ def _merge(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def check_marker(marker: str) -> None:
+    """Raise ValueError when ``marker`` could match nothing (it is blank)."""
+    _pattern(marker)
+
+
 @lru_cache(maxsize=32)
 def _compile(markers: tuple[str, ...]) -> _MarkerPatterns:
     # Longest first, so that of two markers where one begins the other
