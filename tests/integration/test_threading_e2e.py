@@ -8,7 +8,10 @@ window are deterministic), and reads the result the way an operator would:
 
 from __future__ import annotations
 
+import email
+import email.message
 from datetime import timedelta
+from email.policy import default
 
 import pytest
 
@@ -506,6 +509,36 @@ async def test_staff_writing_to_the_client_directly_is_recorded_not_relayed(
         sender=CAROL, to=STAFF, cc="support@example.test", subject="Re: Printer is broken",
         message_id="<carol-3@client.test>", in_reply_to="<alice-direct@staff.example.test>"))
     assert (outcome.detail, outcome.reference) == ("reply", "HD-000001")
+
+
+def _with_file(raw: bytes, name: str, data: bytes) -> bytes:
+    msg = email.message_from_bytes(raw, policy=default)
+    assert isinstance(msg, email.message.EmailMessage)
+    msg.add_attachment(data, maintype="application", subtype="pdf", filename=name)
+    return msg.as_bytes()
+
+
+async def test_files_travel_through_the_real_servers(
+    make_desk: DeskFactory, db_url: str
+) -> None:
+    """Fetched from Dovecot, stored, and sent through the SMTP server: the
+    client's file to staff, the staff's file to the client."""
+    desk = make_desk(db_url=db_url)
+    report = b"%PDF-1.4 " + bytes(range(256)) * 40
+    await desk.deliver(_with_file(make_mail(sender=CAROL, message_id="<orig@client.test>"),
+                                  "rapport é.pdf", report))
+    notification = only(desk.sent(), "staff_new_ticket")
+    assert [(p.get_filename(), p.get_payload(decode=True))
+            for p in notification.msg.iter_attachments()] == [("rapport é.pdf", report)]
+    fix = b"%PDF-1.4 fix"
+    await desk.deliver(_with_file(staff_reply(notification, "The fix is attached.\n"),
+                                  "fix.pdf", fix))
+    relay = only(desk.sent(), "reply_relay")
+    assert relay.rcpt == ("carol@client.test",)
+    assert [(p.get_filename(), p.get_payload(decode=True))
+            for p in relay.msg.iter_attachments()] == [("fix.pdf", fix)]
+    assert relay.msg.get_body(("plain",)).get_content().startswith(  # type: ignore[union-attr]
+        "The fix is attached.")
 
 
 async def test_cc_commands_change_who_gets_the_relay(make_desk: DeskFactory) -> None:
